@@ -1,0 +1,87 @@
+"""The task -> tier map: which knowledge tier each task measures, its chance level and evaluation-set size.
+
+One editable YAML file (``calibrate/data/tier_map.yaml`` by default) is the single source of tiers, tasks and
+chance levels for the whole project; ``load_tier_map`` validates it and names the offending field on error.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+TIERS: tuple[str, ...] = ("KM", "KA", "KR")
+TIER_NAMES = {"KM": "knowledge memorization", "KA": "knowledge application", "KR": "knowledge reasoning"}
+DEFAULT_TIER_MAP = Path(__file__).parent / "data" / "tier_map.yaml"
+SCHEMA_VERSION = 1
+
+
+class TierMapError(ValueError):
+    """A tier map file that cannot be used; the message is one line naming the field and the fix."""
+
+
+class TaskSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    tier: Literal["KM", "KA", "KR"]
+    chance: float = Field(ge=0.0, lt=1.0, description="accuracy of random guessing")
+    items: int | None = Field(default=None, gt=0, description="items in the standard evaluation split")
+    evidence: Literal["paper-secondary", "project-choice", "synthetic"] = "project-choice"
+    why: str = ""
+    aliases: list[str] = Field(default_factory=list)
+    lm_eval_task: str | None = Field(default=None, description="lm-eval task name, when it differs from the key")
+
+
+class TierMap(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    schema_version: int = SCHEMA_VERSION
+    include_path: str | None = Field(default=None, description="folder of local lm-eval task YAMLs, relative to the map")
+    tasks: dict[str, TaskSpec]
+
+    @field_validator("schema_version")
+    @classmethod
+    def _known_version(cls, v: int) -> int:
+        if v != SCHEMA_VERSION:
+            raise ValueError(f"tier map schema_version {v} is not supported; this strata reads version {SCHEMA_VERSION}")
+        return v
+
+    def resolve(self, name: str) -> str | None:
+        """The canonical task key for a task name or one of its aliases (case-insensitive), or None."""
+        key = name.strip().lower()
+        if key in self.tasks:
+            return key
+        for task, spec in self.tasks.items():
+            if key in (a.lower() for a in spec.aliases):
+                return task
+        return None
+
+    def tasks_of(self, tier: str) -> list[str]:
+        return [t for t, s in self.tasks.items() if s.tier == tier]
+
+
+def _first_error(exc: ValidationError) -> str:
+    err = exc.errors()[0]
+    where = ".".join(str(p) for p in err["loc"]) or "(top level)"
+    return f"{where}: {err['msg']}"
+
+
+def load_tier_map(path: str | Path | None = None) -> TierMap:
+    """Load and validate a tier map; raise TierMapError with one line naming the field on bad input."""
+    path = Path(path) if path is not None else DEFAULT_TIER_MAP
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise TierMapError(f"tier map {path} does not exist; pass an existing YAML file") from None
+    except yaml.YAMLError as exc:
+        raise TierMapError(f"tier map {path} is not valid YAML ({str(exc).splitlines()[0]}); fix the syntax") from None
+    if not isinstance(raw, dict):
+        raise TierMapError(f"tier map {path} must be a mapping with a 'tasks' key")
+    try:
+        return TierMap.model_validate(raw)
+    except ValidationError as exc:
+        raise TierMapError(
+            f"tier map {path}: {_first_error(exc)} (tiers are KM, KA, KR; chance in [0, 1))"
+        ) from None
