@@ -1,0 +1,110 @@
+"""The advisor's Python API: the same answers as the CLI, as pydantic objects.
+
+    >>> from advisor import recommend
+    >>> rec = recommend("qwen3-8b", min_ka=0.5)
+    >>> rec.recommendation.config.bits
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+from advisor import catalog, core
+from advisor.catalog import ModelInfo
+from advisor.schema import Prediction, Profile, ProfileError, Recommendation, load_profile
+
+
+def shipped_profiles() -> dict[str, Path]:
+    """Profiles installed with strata (the repository's profiles/ folder), by name."""
+    import profiles
+
+    return {p.stem: p for p in sorted(profiles.DIR.glob("*.json"))}
+
+
+def resolve_model(
+    model: str | None = None, *, params_b: float | None = None, family: str | None = None, config: str | None = None
+) -> ModelInfo:
+    """A model from the catalog, a local config.json (file or folder), or a size and family."""
+    if config is not None:
+        return catalog.from_config(config)
+    if model is not None and Path(model).is_dir() and (Path(model) / "config.json").exists():
+        return catalog.from_config(model)
+    if params_b is not None:
+        fam = family or (catalog.lookup(model).family if model else None)
+        if fam is None:
+            raise catalog.CatalogError("--params needs --family (e.g. --family Qwen3) to choose an architecture")
+        return catalog.from_params(params_b, fam, name=model or "")
+    if model is None:
+        raise catalog.CatalogError("name a model (e.g. --model qwen3-8b), or give --config or --params/--family")
+    return catalog.lookup(model)
+
+
+def choose_profile(model: ModelInfo, profile: str | None = None) -> tuple[Profile, str]:
+    """A profile by path or shipped name, or the shipped profile that applies to the model's family."""
+    shipped = shipped_profiles()
+    if profile is not None:
+        if profile in shipped:
+            return load_profile(shipped[profile]), str(shipped[profile])
+        if profile.endswith(".json") or Path(profile).exists():
+            return load_profile(profile), profile
+        raise ProfileError(f"unknown profile {profile!r}; pass a JSON path or one of {', '.join(sorted(shipped))}")
+    for _, path in sorted(shipped.items()):
+        try:  # peek with plain json: validating every shipped profile would cost start-up time
+            applies = json.loads(path.read_text()).get("applies_to", [])
+        except (OSError, ValueError):
+            continue
+        if model.family in applies:
+            return load_profile(path), str(path)
+    raise ProfileError(
+        f"no shipped profile applies to family {model.family}; pass --profile (shipped: {', '.join(sorted(shipped))})"
+    )
+
+
+def _query(model: str | ModelInfo, profile: str | None, **model_kw: object) -> core.Query:
+    info = model if isinstance(model, ModelInfo) else resolve_model(model, **model_kw)  # type: ignore[arg-type]
+    prof, path = choose_profile(info, profile)
+    return core.Query(info, prof, path)
+
+
+def recommend(
+    model: str | ModelInfo,
+    *,
+    min_km: float | None = None,
+    min_ka: float | None = None,
+    min_kr: float | None = None,
+    memory_gb: float | None = None,
+    profile: str | None = None,
+    bits: Sequence[float] = core.DEFAULT_BITS,
+    group_sizes: Sequence[int] = core.DEFAULT_GROUPS,
+    calib_samples: Sequence[int] = core.DEFAULT_CALIB,
+    relative: bool = False,
+    confidence: float | None = 0.9,
+) -> Recommendation:
+    """The cheapest (B, G, Cb) meeting the tier targets; see ``advisor.core`` for the definitions."""
+    targets = {t: v for t, v in (("KM", min_km), ("KA", min_ka), ("KR", min_kr)) if v is not None}
+    return core.recommend(
+        _query(model, profile),
+        targets,
+        memory_gb=memory_gb,
+        bits_grid=bits,
+        group_grid=group_sizes,
+        calib_grid=calib_samples,
+        scale=core.RELATIVE if relative else core.ADJUSTED,
+        confidence=confidence,
+    )
+
+
+def predict(
+    model: str | ModelInfo,
+    *,
+    bits: float,
+    group_size: int,
+    calib_samples: int,
+    tasks: Sequence[str] = (),
+    profile: str | None = None,
+    extrapolate: bool = False,
+) -> Prediction:
+    """Predicted per-tier and per-task accuracy of one configuration."""
+    return core.predict(_query(model, profile), bits, group_size, calib_samples, tasks, extrapolate=extrapolate)

@@ -1,0 +1,194 @@
+"""`advisor`: recommend or predict a PTQ configuration from a fitted profile.
+
+Exit codes: 0 an answer was found; 2 bad input (one line on stderr); 3 no configuration meets the targets
+(the closest one and the tiers that fall short are printed).
+
+argparse rather than typer here: the advisor runs inside deployment pipelines and typer/click cost about a
+third of its cold-start budget (bench/advisor_latency.py). rich is imported only to print a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from typing import Any, NoReturn
+
+SCALE_HELP = (
+    "Targets are on the chance-adjusted scale of the law, Acc_adj = (Acc - chance) / (1 - chance), in [0, 1], "
+    "averaged over the tier's tasks; with --relative they are fractions of the unquantized model's predicted value."
+)
+EXIT_OK, EXIT_BAD_INPUT, EXIT_NOT_FOUND = 0, 2, 3
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:  # one line, no usage dump
+        self.exit(EXIT_BAD_INPUT, f"advisor: error: {message} (see `{self.prog} --help`)\n")
+
+
+def _floats(text: str) -> list[float]:
+    try:
+        return [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+
+
+def _groups(text: str) -> list[int]:
+    out = []
+    for x in text.split(","):
+        x = x.strip().lower()
+        if x in ("per-channel", "pc", "-1"):
+            out.append(-1)
+        elif x:
+            try:
+                out.append(int(x))
+            except ValueError:
+                raise argparse.ArgumentTypeError(f"group sizes are integers or per-channel, got {x!r}") from None
+    return out
+
+
+def _ints(text: str) -> list[int]:
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
+def _target(text: str) -> tuple[str, float]:
+    tier, _, value = text.partition("=")
+    try:
+        return tier.strip().upper(), float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"targets look like KR=0.6, got {text!r}") from None
+
+
+def _model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", help="catalog name (qwen3-8b), Hugging Face id (Qwen/Qwen3-8B) or local model folder")
+    p.add_argument("--config", help="a local Hugging Face config.json (parameters counted from it)")
+    p.add_argument("--params", type=float, help="parameters in billions, for a model outside the catalog")
+    p.add_argument("--family", help="model family with --params (Qwen3, Llama-3, Llama-2, ...)")
+    p.add_argument("--profile", help="profile name (qwen3, qwen3-base, llama) or JSON path; default: by family")
+    p.add_argument("--json", action="store_true", help="print the answer as JSON (schema_version 1)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="advisor", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    rec = sub.add_parser("recommend", help="the cheapest configuration meeting per-tier targets", description=SCALE_HELP)
+    _model_args(rec)
+    rec.add_argument("--min-km", type=float, help="target for KM (memorization); " + "see scale above")
+    rec.add_argument("--min-ka", type=float, help="target for KA (application)")
+    rec.add_argument("--min-kr", type=float, help="target for KR (reasoning)")
+    rec.add_argument("--target", type=_target, action="append", default=[], metavar="TIER=VALUE", help="e.g. KR=0.6")
+    rec.add_argument("--relative", action="store_true", help="targets are fractions of the unquantized model's value")
+    rec.add_argument("--memory-gb", type=float, help="weight memory budget, decimal GB")
+    rec.add_argument("--bits", type=_floats, default=None, help="bit-widths to search (default 2,3,4,8)")
+    rec.add_argument("--group-sizes", type=_groups, default=None, help="default 32,64,128,256,per-channel")
+    rec.add_argument("--calib-samples", type=_ints, default=None, help="default 8,32,128,512,1024")
+    rec.add_argument(
+        "--confidence",
+        type=float,
+        default=0.9,
+        help="qualify when P(every targeted tier meets its target) >= this, over the fit's draws (default 0.9)",
+    )
+    rec.add_argument("--point-estimate", action="store_true", help="qualify on predicted means, ignore uncertainty")
+
+    pre = sub.add_parser("predict", help="predicted per-tier and per-task accuracy of one configuration")
+    _model_args(pre)
+    pre.add_argument("--bits", type=float, required=True, help="bit-width (16 = unquantized)")
+    pre.add_argument("--group-size", type=_groups, required=True, help="group size, or -1 / per-channel")
+    pre.add_argument("--calib-samples", type=int, default=128, help="calibration samples (default 128)")
+    pre.add_argument("--task", action="append", default=[], help="restrict per-task output (repeatable)")
+    pre.add_argument("--extrapolate", action="store_true", help="predict outside the law's supported bits")
+
+    sub.add_parser("models", help="list the model catalog")
+    sub.add_parser("profiles", help="list the shipped profiles")
+    return parser
+
+
+def _fail(msg: str) -> NoReturn:
+    sys.stderr.write(f"advisor: error: {msg}\n")
+    raise SystemExit(EXIT_BAD_INPUT)
+
+
+def _model_kw(args: argparse.Namespace) -> dict[str, Any]:
+    return {"params_b": args.params, "family": args.family, "config": args.config}
+
+
+def run(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from advisor import api, core
+    from advisor.catalog import CatalogError
+    from advisor.schema import ProfileError
+
+    try:
+        if args.command == "models":
+            return _print_models()
+        if args.command == "profiles":
+            return _print_profiles(api.shipped_profiles())
+        info = api.resolve_model(args.model, **_model_kw(args))
+        if args.command == "predict":
+            if len(args.group_size) != 1:
+                _fail("--group-size takes one value")
+            pred = api.predict(
+                info,
+                bits=args.bits,
+                group_size=args.group_size[0],
+                calib_samples=args.calib_samples,
+                tasks=args.task,
+                profile=args.profile,
+                extrapolate=args.extrapolate,
+            )
+            _emit(pred, args.json)
+            return EXIT_OK
+        targets = dict(args.target)
+        for tier in ("km", "ka", "kr"):
+            if getattr(args, f"min_{tier}") is not None:
+                targets[tier.upper()] = getattr(args, f"min_{tier}")
+        query = api._query(info, args.profile)
+        rec = core.recommend(
+            query,
+            targets,
+            memory_gb=args.memory_gb,
+            bits_grid=args.bits or core.DEFAULT_BITS,
+            group_grid=args.group_sizes or core.DEFAULT_GROUPS,
+            calib_grid=args.calib_samples or core.DEFAULT_CALIB,
+            scale=core.RELATIVE if args.relative else core.ADJUSTED,
+            confidence=None if args.point_estimate else args.confidence,
+        )
+        _emit(rec, args.json)
+        return EXIT_OK if rec.found else EXIT_NOT_FOUND
+    except (CatalogError, ProfileError, core.AdviceError) as exc:
+        _fail(str(exc))
+
+
+def _emit(answer: Any, as_json: bool) -> None:
+    if as_json:
+        sys.stdout.write(answer.model_dump_json(indent=2) + "\n")
+        return
+    from advisor import render
+
+    render.show(answer)
+
+
+def _print_models() -> int:
+    from advisor.catalog import CATALOG
+
+    for m in CATALOG:
+        print(f"{m.name:<16} {m.family:<8} {m.params_b:>6g}B  {m.hf_id}")
+    return EXIT_OK
+
+
+def _print_profiles(shipped: dict[str, Any]) -> int:
+    for name, path in sorted(shipped.items()):
+        print(f"{name:<12} {path}")
+    return EXIT_OK
+
+
+def main() -> None:
+    raise SystemExit(run())
+
+
+if __name__ == "__main__":
+    main()

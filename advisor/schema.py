@@ -1,0 +1,197 @@
+"""File formats and answers of the advisor, as pydantic models: the profile (what ``fit`` writes) and the
+recommendation / prediction (what ``advisor`` prints with ``--json`` and returns from its Python API).
+
+Both carry a schema version. A profile of another version is refused with the command that regenerates it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+PROFILE_SCHEMA_VERSION = 1
+ANSWER_SCHEMA_VERSION = 1
+TIERS = ("KM", "KA", "KR")
+COEF_NAMES = ("ln_a", "alpha", "beta", "gamma", "delta")
+
+
+class ProfileError(ValueError):
+    """A profile that is missing, corrupt or of another schema version; one line with the fix."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Coef(_Strict):
+    ln_a: float
+    alpha: float
+    beta: float
+    gamma: float = 0.0
+    delta: float = 0.0
+
+
+class LawFit(_Strict):
+    """One fitted law: point coefficients, optional draws (posterior, or OLS sampling distribution), metrics."""
+
+    coef: Coef
+    fixed: dict[str, float] = Field(
+        default_factory=dict, description="exponents the data cannot identify, pinned to the paper's values"
+    )
+    se: dict[str, float] = Field(default_factory=dict, description="standard errors of fitted coefficients")
+    draws: dict[str, list[float]] | None = Field(default=None, description="draws of each coefficient, aligned")
+    n_rows: int
+    r2: float | None = None
+    adj_r2: float | None = None
+    mae_adj: float | None = Field(default=None, description="mean absolute error on the chance-adjusted scale")
+    n_clipped: int = Field(default=0, description="rows moved inside (0, 1) before linearizing")
+
+
+class TaskLaw(LawFit):
+    tier: Literal["KM", "KA", "KR"]
+    chance: float
+
+
+class DataSummary(_Strict):
+    sources: list[str]
+    models: dict[str, float] = Field(description="model name -> parameters (billions)")
+    families: list[str]
+    method: str
+    stages: list[str]
+    params_b: tuple[float, float]
+    bits: list[float]
+    group_sizes: list[int]
+    calib_samples: list[int]
+    n_rows: int
+    excluded: dict[str, int] = Field(default_factory=dict, description="rows left out, by reason")
+
+
+class Profile(_Strict):
+    schema_version: int
+    name: str
+    description: str
+    families: list[str] = Field(description="model families this profile is fitted on")
+    applies_to: list[str] = Field(description="families the advisor uses this profile for by default")
+    method: str
+    law_form: Literal["four_factor"] = "four_factor"
+    engine: Literal["ols", "nuts", "svi"]
+    per_channel_rule: str = "G = -1 is taken as G = hidden_size (the input width of 6 of 7 linear layers)"
+    bits_supported: tuple[float, float] = Field(description="bit-widths the law form is valid for")
+    tiers: dict[str, LawFit]
+    general: LawFit
+    baseline: dict[str, LawFit] = Field(description="the (N, B) law per tier, for comparison")
+    unquantized: dict[str, LawFit] = Field(description="-ln Acc_adj = A N^alpha of the 16-bit models, per tier")
+    tasks: dict[str, TaskLaw]
+    data: DataSummary
+    command: str = Field(description="the command that regenerates this profile")
+    strata_version: str
+
+
+def load_profile(path: str | Path) -> Profile:
+    """Read and validate a profile JSON; raise ProfileError with one line naming the problem and the fix."""
+    path = Path(path)
+    try:
+        raw = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ProfileError(f"profile {path} does not exist; pass --profile with a profile JSON") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ProfileError(f"profile {path} is not valid JSON ({exc}); regenerate it with `fit run`") from None
+    if not isinstance(raw, dict):
+        raise ProfileError(f"profile {path} is not a JSON object; regenerate it with `fit run`")
+    version = raw.get("schema_version")
+    if version != PROFILE_SCHEMA_VERSION:
+        cmd = raw.get("command", "fit run ...")
+        raise ProfileError(
+            f"profile {path} has schema version {version}; this strata reads {PROFILE_SCHEMA_VERSION}: "
+            f"regenerate it with `{cmd}`"
+        )
+    try:
+        return Profile.model_validate(raw)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"])
+        raise ProfileError(f"profile {path} is corrupt at {where}: {err['msg']}; regenerate it with `fit run`") from None
+
+
+# --- answers ---------------------------------------------------------------------------------------------------
+
+
+class Interval(_Strict):
+    mean: float
+    lo: float | None = Field(default=None, description="5% quantile (90% interval), when the fit gives draws")
+    hi: float | None = None
+
+
+class TierAnswer(Interval):
+    target: float | None = Field(default=None, description="the target on the chance-adjusted scale")
+    meets: bool | None = None
+    prob: float | None = Field(default=None, description="posterior probability that the tier meets its target")
+
+
+class TaskAnswer(Interval):
+    tier: str
+    chance: float
+
+
+class QuantConfig(_Strict):
+    method: str
+    bits: float
+    group_size: int
+    calib_samples: int
+
+
+class Candidate(_Strict):
+    config: QuantConfig
+    memory_gb: float = Field(description="weight memory in decimal GB (GPTQ storage)")
+    compression: float = Field(description="BF16 weight memory / this configuration's")
+    tiers: dict[str, TierAnswer]
+    prob_all: float | None = Field(default=None, description="probability that every targeted tier meets its target")
+    extrapolates: list[str] = Field(default_factory=list, description="factors outside the profile's data")
+
+
+class ModelAnswer(_Strict):
+    name: str
+    family: str
+    params_b: float
+    hidden_size: int
+    approximate: bool = False
+
+
+class ProfileRef(_Strict):
+    name: str
+    path: str
+    engine: str
+
+
+class Recommendation(_Strict):
+    schema_version: int = ANSWER_SCHEMA_VERSION
+    kind: Literal["recommendation"] = "recommendation"
+    model: ModelAnswer
+    profile: ProfileRef
+    scale: Literal["adjusted", "relative"]
+    targets: dict[str, float] = Field(description="per-tier targets as given, on `scale`")
+    memory_budget_gb: float | None
+    confidence: float | None
+    found: bool
+    recommendation: Candidate | None
+    alternatives: list[Candidate]
+    closest: Candidate | None = Field(default=None, description="when nothing qualifies: the nearest miss")
+    shortfall: dict[str, float] = Field(default_factory=dict, description="tier -> target minus prediction")
+    bf16_gb: float
+    searched: int
+    excluded: list[str] = Field(default_factory=list)
+
+
+class Prediction(_Strict):
+    schema_version: int = ANSWER_SCHEMA_VERSION
+    kind: Literal["prediction"] = "prediction"
+    model: ModelAnswer
+    profile: ProfileRef
+    config: QuantConfig
+    memory_gb: float
+    tiers: dict[str, Interval]
+    tasks: dict[str, TaskAnswer]
+    extrapolates: list[str] = Field(default_factory=list)

@@ -1,0 +1,81 @@
+"""`fit`: fit the stratified scaling laws to stored measurements and write profiles.
+
+    fit run --preset qwen3 --out profiles/qwen3.json        # regenerate a shipped profile from published data
+    fit run --family Qwen3 --store results.sqlite --out p.json   # a profile from your own sweep results
+"""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__, pretty_exceptions_enable=False)
+
+
+def _fail(msg: str) -> None:
+    typer.echo(f"fit: error: {msg}", err=True)
+    raise typer.Exit(2)
+
+
+@app.callback()
+def _root() -> None:
+    """Fit laws and write profiles."""
+
+
+@app.command()
+def run(
+    out: Annotated[Path, typer.Option(help="where to write the profile JSON")],
+    preset: Annotated[str | None, typer.Option(help="a shipped profile's name: qwen3, qwen3-base, llama")] = None,
+    name: Annotated[str | None, typer.Option(help="profile name (default: the preset's, or the output file's stem)")] = None,
+    family: Annotated[list[str] | None, typer.Option(help="model family to fit (repeatable), e.g. Qwen3")] = None,
+    stage: Annotated[list[str] | None, typer.Option(help="model stage to keep (repeatable): base, post-trained")] = None,
+    method: Annotated[str, typer.Option(help="quantization method fitted: GPTQ (others make separate profiles)")] = "GPTQ",
+    store: Annotated[Path | None, typer.Option(help="results store (SQLite) to read; default: published data only")] = None,
+    published: Annotated[
+        Path | None, typer.Option(help="folder of published CSVs to import first (default: the copy strata ships)")
+    ] = None,
+    no_published: Annotated[bool, typer.Option("--no-published", help="read the store only")] = False,
+    tier_map: Annotated[Path | None, typer.Option(help="task -> tier map YAML (default: strata's)")] = None,
+    include_suspect: Annotated[bool, typer.Option(help="also fit rows flagged SUSPECT in their source")] = False,
+    engine: Annotated[str, typer.Option(help="ols (the paper's procedure)")] = "ols",
+) -> None:
+    """Fit a profile and write it as JSON."""
+    from calibrate.published import PublishedDataError
+    from calibrate.store import StoreError
+    from calibrate.tiermap import TierMapError
+    from fit.ols import FitError
+    from fit.pipeline import fit_profile
+
+    try:
+        profile = fit_profile(
+            preset=preset,
+            name=name or (None if preset else out.stem),
+            families=family or [],
+            stages=stage or [],
+            method=method,
+            store=store,
+            published=None if no_published else (published or "shipped"),
+            tier_map=tier_map,
+            include_suspect=include_suspect,
+            engine=engine,
+            command=" ".join(["fit", *map(shlex.quote, sys.argv[1:])]),
+        )
+    except (FitError, StoreError, TierMapError, PublishedDataError) as exc:
+        _fail(str(exc))
+        return
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(profile.model_dump_json(indent=1, exclude_none=True) + "\n")
+    fits = ", ".join(f"{t} adj R² {law.adj_r2:.3f}" for t, law in profile.tiers.items())
+    typer.echo(f"wrote {out}: {profile.data.n_rows} rows, {fits}", err=True)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,260 @@
+"""From stored measurements to a profile: select rows, fit every law, write validated JSON.
+
+A profile is fitted on one quantization method (GPTQ for the shipped ones: RTN and AWQ rows are excluded, and
+``--method`` makes a separate profile for them) and one set of model families. Rows left out are counted by
+reason in the profile. 2-bit rows are excluded by default, as in the paper: 2 bits is a collapse (a phase
+transition) that the smooth law does not describe.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from importlib.metadata import PackageNotFoundError, version
+
+import numpy as np
+
+from advisor.schema import PROFILE_SCHEMA_VERSION, Coef, DataSummary, LawFit, Profile, TaskLaw
+from calibrate.store import ResultRow
+from fit.law import FEATURES, LawCoef, design, effective_group_size, four_factor, linearize, normalize
+from fit.ols import FitError, OlsResult, identifiable, ols_fit, paper_exponent, sample_coefficients
+
+TIERS = ("KM", "KA", "KR")
+BITS_SUPPORTED = (3.0, 8.0)  # the paper's fitting domain: 2 bits excluded (collapse), 16 is the unquantized law
+OLS_DRAWS = 200
+
+
+@dataclass(frozen=True)
+class FitSpec:
+    """What a profile is fitted on."""
+
+    name: str
+    description: str
+    families: tuple[str, ...]
+    applies_to: tuple[str, ...] = ()  # default: the fitted families
+    method: str = "GPTQ"
+    stages: tuple[str, ...] = ()  # empty: all stages
+    min_bits: float = BITS_SUPPORTED[0]
+    include_suspect: bool = False
+    min_task_rows: int = 8
+
+
+@dataclass
+class Rows:
+    """Selected measurements, one per (model, configuration, task)."""
+
+    rows: list[ResultRow]
+    hidden: list[int]
+    excluded: Counter[str] = field(default_factory=Counter)
+
+
+@dataclass
+class Obs:
+    """Observations for one law, as arrays: factors, chance-adjusted accuracy, items behind it, model ids."""
+
+    params: np.ndarray
+    bits: np.ndarray
+    group: np.ndarray  # effective: per-channel already resolved to the input width
+    calib: np.ndarray
+    y_adj: np.ndarray
+    n: np.ndarray
+    model: list[str]
+
+    def __len__(self) -> int:
+        return len(self.model)
+
+
+def task_obs(data: Rows, keep: Callable[[ResultRow], bool]) -> Obs:
+    """One observation per stored row (per task)."""
+    idx = [i for i, r in enumerate(data.rows) if keep(r)]
+    rows = [data.rows[i] for i in idx]
+    group = np.array([r.group_size if r.group_size is not None else -1 for r in rows], float)
+    return Obs(
+        params=np.array([r.params_b * 1e9 for r in rows]),
+        bits=np.array([r.bits for r in rows], float),
+        group=effective_group_size(group, np.array([data.hidden[i] for i in idx], float)),
+        calib=np.array([r.calib_samples or 2 for r in rows], float),  # Cb = 2 -> ln log2 Cb = 0 (16-bit rows)
+        y_adj=normalize(np.array([r.accuracy for r in rows], float), np.array([r.chance or 0.0 for r in rows])),
+        n=np.array([r.n_items or 1000 for r in rows], float),
+        model=[r.model for r in rows],
+    )
+
+
+def tier_obs(data: Rows, tier: str) -> Obs:
+    """One observation per (model, configuration): the mean chance-adjusted accuracy over the tier's tasks.
+
+    This is the paper's procedure (a tier's accuracy is the average over its benchmarks); each task counts once,
+    whatever its size, and the items behind the mean are summed.
+    """
+    per_task = task_obs(data, lambda r: r.tier == tier)
+    keys = [
+        (r.source, r.model, r.stage, r.method, r.bits, r.group_size, r.calib_samples)
+        for r in data.rows
+        if r.tier == tier
+    ]
+    groups: dict[tuple[object, ...], list[int]] = {}
+    for i, k in enumerate(keys):
+        groups.setdefault(k, []).append(i)
+    first = [ix[0] for ix in groups.values()]
+    return Obs(
+        params=per_task.params[first],
+        bits=per_task.bits[first],
+        group=per_task.group[first],
+        calib=per_task.calib[first],
+        y_adj=np.array([per_task.y_adj[ix].mean() for ix in groups.values()]),
+        n=np.array([per_task.n[ix].sum() for ix in groups.values()]),
+        model=[per_task.model[i] for i in first],
+    )
+
+
+def select(
+    rows: Iterable[ResultRow], spec: FitSpec, hidden_of: Callable[[ResultRow], int | None], *, quantized: bool
+) -> Rows:
+    """Rows of the spec's families and stages: quantized by spec.method, or the 16-bit references."""
+    fams = {f.lower() for f in spec.families}
+    keep: list[ResultRow] = []
+    hidden: list[int] = []
+    excluded: Counter[str] = Counter()
+    for r in rows:
+        if r.family.lower() not in fams or (spec.stages and r.stage not in spec.stages):
+            continue
+        is_ref = r.method.upper() in ("FP16", "BF16") or r.bits >= 16
+        if is_ref == quantized:
+            continue
+        if quantized and r.method.upper() != spec.method.upper():
+            excluded[f"method {r.method} (this profile is {spec.method})"] += 1
+            continue
+        reason = _exclusion(r, spec, quantized)
+        if reason is None and quantized and r.group_size == -1 and hidden_of(r) is None:
+            reason = "per-channel row of a model with unknown hidden size"
+        if reason:
+            excluded[reason] += 1
+            continue
+        keep.append(r)
+        hidden.append(hidden_of(r) or 1)  # only per-channel rows use it, and those need a known width
+    return Rows(keep, hidden, excluded)
+
+
+def _exclusion(r: ResultRow, spec: FitSpec, quantized: bool) -> str | None:
+    if r.metric != "acc" or r.accuracy is None:
+        return "not an accuracy (perplexity or a summary average)"
+    if r.tier is None:
+        return f"task {r.task} is not in the tier map"
+    if r.suspect and not spec.include_suspect:
+        return "flagged SUSPECT in the source"
+    if quantized and r.bits < spec.min_bits:
+        return f"{r.bits:g}-bit (below the law's {spec.min_bits:g}-bit floor: collapse regime)"
+    if quantized and r.calib_samples is None:
+        return "no calibration-set size"
+    return None
+
+
+def _law_fit(res: OlsResult, y_adj: np.ndarray, pred: np.ndarray, n_clipped: int, draws: bool) -> LawFit:
+    coef = dict(zip(FEATURES, (float(v) for v in res.coef), strict=True))
+    d = None
+    if draws:
+        s = sample_coefficients(res, OLS_DRAWS)
+        d = {k: [round(float(v), 6) for v in s[:, i]] for i, k in enumerate(FEATURES)}
+    return LawFit(
+        coef=Coef(**coef),
+        fixed=res.fixed,
+        se={k: round(v, 6) for k, v in res.se.items()},
+        draws=d,
+        n_rows=res.n,
+        r2=round(res.r2, 6),
+        adj_r2=round(res.adj_r2, 6),
+        mae_adj=round(float(np.mean(np.abs(pred - y_adj))), 6),
+        n_clipped=n_clipped,
+    )
+
+
+def fit_four_factor(obs: Obs, tier: str, *, draws: bool = True) -> LawFit:
+    """The four-factor law by OLS; exponents the data cannot identify are pinned to the paper's values."""
+    return _fit(obs, tier, FEATURES, draws=draws)
+
+
+def _fit(obs: Obs, tier: str, columns: tuple[str, ...], *, draws: bool) -> LawFit:
+    """OLS of a law with the first ``len(columns)`` factors: all four, the (N, B) baseline, or the 16-bit law."""
+    k = len(columns)
+    X = design(obs.params, obs.bits, obs.group, obs.calib)[:, :k]
+    z, clipped = linearize(obs.y_adj, obs.n)
+    free = identifiable(X, obs.model, columns)
+    fixed = {c: paper_exponent(tier, c) for c in columns[1:] if c not in free}
+    res = ols_fit(X, z, fixed, columns)
+    if k < len(FEATURES):  # embed in the full law: absent factors have exponent 0
+        res.coef = np.concatenate([res.coef, np.zeros(len(FEATURES) - k)])
+        res.cov = np.pad(res.cov, (0, len(FEATURES) - k))
+    pred = four_factor(LawCoef(*res.coef), obs.params, obs.bits, obs.group, obs.calib)
+    return _law_fit(res, obs.y_adj, pred, int(clipped.sum()), draws)
+
+
+def build_profile(quant: Rows, ref: Rows, spec: FitSpec, command: str) -> Profile:
+    """Fit every law of a profile (per tier, general, per task, baseline, 16-bit) and assemble it."""
+    if not quant.rows:
+        raise FitError(f"no {spec.method} accuracy rows for families {', '.join(spec.families)}; check --family/--method")
+    if len({r.params_b for r in quant.rows}) < 2:
+        raise FitError("all rows come from one model size: N is not identifiable; add another model size")
+    tiers, baseline, unquantized, tasks = {}, {}, {}, {}
+    excluded = Counter(quant.excluded)
+    for t in TIERS:
+        obs = tier_obs(quant, t)
+        if len(obs) == 0:
+            continue  # the profile then has no law for this tier, and the advisor says so
+        tiers[t] = fit_four_factor(obs, t)
+        baseline[t] = _fit(obs, t, FEATURES[:3], draws=False)
+        ref_obs = tier_obs(ref, t)
+        if len(ref_obs) >= 3 and np.unique(ref_obs.params).size >= 2:
+            unquantized[t] = _fit(ref_obs, t, FEATURES[:2], draws=True)
+    general = fit_four_factor(task_obs(quant, lambda r: True), "general", draws=False)
+    for task in sorted({r.task for r in quant.rows}):
+        obs = task_obs(quant, lambda r, task=task: r.task == task)  # type: ignore[misc]
+        row = next(r for r in quant.rows if r.task == task)
+        if len(obs) < spec.min_task_rows:
+            excluded[f"task {task}: fewer than {spec.min_task_rows} rows for a per-task law"] += len(obs)
+            continue
+        law = fit_four_factor(obs, row.tier or "general")
+        tasks[task] = TaskLaw(**law.model_dump(), tier=row.tier, chance=row.chance or 0.0)
+    return Profile(
+        schema_version=PROFILE_SCHEMA_VERSION,
+        name=spec.name,
+        description=spec.description,
+        families=list(spec.families),
+        applies_to=list(spec.applies_to or spec.families),
+        method=spec.method,
+        engine="ols",
+        bits_supported=BITS_SUPPORTED,
+        tiers=tiers,
+        general=general,
+        baseline=baseline,
+        unquantized=unquantized,
+        tasks=tasks,
+        data=_summary(quant, spec, excluded),
+        command=command,
+        strata_version=_version(),
+    )
+
+
+def _summary(data: Rows, spec: FitSpec, excluded: Counter[str]) -> DataSummary:
+    r = data.rows
+    params = [x.params_b for x in r]
+    return DataSummary(
+        sources=sorted({x.source for x in r}),
+        models={x.model: x.params_b for x in sorted(r, key=lambda x: (x.params_b, x.model))},
+        families=sorted({x.family for x in r}),
+        method=spec.method,
+        stages=sorted({x.stage for x in r}),
+        params_b=(min(params), max(params)),
+        bits=sorted({x.bits for x in r}),
+        group_sizes=sorted({x.group_size for x in r if x.group_size is not None}),
+        calib_samples=sorted({x.calib_samples for x in r if x.calib_samples is not None}),
+        n_rows=len(r),
+        excluded=dict(sorted(excluded.items())),
+    )
+
+
+def _version() -> str:
+    try:
+        return version("strata")
+    except PackageNotFoundError:
+        return "unknown"
