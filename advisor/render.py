@@ -23,7 +23,7 @@ def _candidates_table(title: str, rows: list[tuple[str, Candidate]], tiers: list
     for t in tiers:
         table.add_column(f"{t} mean [90%]", justify="right")
     table.add_column("P(all)", justify="right")
-    table.add_column("extrapolates")
+    table.add_column("extrapolates")  # factor names only: the sentences are printed under the table
     for label, c in rows:
         table.add_row(
             label,
@@ -34,7 +34,7 @@ def _candidates_table(title: str, rows: list[tuple[str, Candidate]], tiers: list
             f"{c.compression:.2f}x",
             *[_iv(c.tiers[t]) for t in tiers],
             "-" if c.prob_all is None else f"{c.prob_all:.2f}",
-            "; ".join(c.extrapolates) or "no",
+            ",".join(e.split()[0] for e in c.extrapolates) or "no",
         )
     return table
 
@@ -59,7 +59,7 @@ def show(answer: Recommendation | Prediction, console: Console | None = None) ->
             for col in ("task", "tier", "chance", "mean [90%]"):
                 tasks.add_column(col)
             for name, ta in answer.tasks.items():
-                tasks.add_row(name, ta.tier, f"{ta.chance:g}", _iv(ta))
+                tasks.add_row(name, ta.tier or "-", f"{ta.chance:g}", _iv(ta))
             console.print(tasks)
         if answer.extrapolates:
             console.print(f"[yellow]extrapolates:[/] {'; '.join(answer.extrapolates)}")
@@ -73,10 +73,14 @@ def show(answer: Recommendation | Prediction, console: Console | None = None) ->
     if answer.recommendation is not None:
         rows = [("best", answer.recommendation)] + [(f"alt {i + 1}", a) for i, a in enumerate(answer.alternatives)]
         console.print(_candidates_table(f"cheapest of {answer.searched} configurations", rows, tiers))
+        for line in answer.recommendation.extrapolates:
+            console.print(f"[yellow]best extrapolates:[/] {line}")
     else:
         assert answer.closest is not None
         short = ", ".join(f"{t} short by {v:.3f}" for t, v in answer.shortfall.items())
         console.print(f"[red]no configuration meets the targets[/] ({short})")
         console.print(_candidates_table("closest configuration", [("closest", answer.closest)], tiers))
+        for line in answer.closest.extrapolates:
+            console.print(f"[yellow]closest extrapolates:[/] {line}")
     for line in answer.excluded:
         console.print(f"[dim]excluded: {line}[/]")

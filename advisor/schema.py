@@ -51,7 +51,7 @@ class LawFit(_Strict):
 
 
 class TaskLaw(LawFit):
-    tier: Literal["KM", "KA", "KR"]
+    tier: Literal["KM", "KA", "KR"] | None = None  # None: a task in no tier law
     chance: float
 
 
@@ -132,7 +132,7 @@ class TierAnswer(Interval):
 
 
 class TaskAnswer(Interval):
-    tier: str
+    tier: str | None
     chance: float
 
 

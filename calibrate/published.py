@@ -86,7 +86,7 @@ def _row(rec: dict[str, str], *, where: str, tier_map: TierMap) -> ResultRow:
         calib_dataset=rec["calib_dataset"],
         calib_seqlen=num("calib_seqlen", integer=True),  # type: ignore[arg-type]
         task=task,
-        tier=spec.tier if (spec and is_acc) else None,
+        tier=spec.tier if (spec and is_acc) else None,  # None also for tasks the map leaves out of every tier
         chance=spec.chance if spec else None,
         metric="acc" if is_acc else metric,
         value=value,

@@ -25,7 +25,7 @@ class TierMapError(ValueError):
 class TaskSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    tier: Literal["KM", "KA", "KR"]
+    tier: Literal["KM", "KA", "KR"] | None = Field(description="None: evaluated per task, in no tier law")
     chance: float = Field(ge=0.0, lt=1.0, description="accuracy of random guessing")
     items: int | None = Field(default=None, gt=0, description="items in the standard evaluation split")
     evidence: Literal["paper-secondary", "project-choice", "synthetic"] = "project-choice"

@@ -139,7 +139,7 @@ def select(
 def _exclusion(r: ResultRow, spec: FitSpec, quantized: bool) -> str | None:
     if r.metric != "acc" or r.accuracy is None:
         return "not an accuracy (perplexity or a summary average)"
-    if r.tier is None:
+    if r.tier is None and r.chance is None:
         return f"task {r.task} is not in the tier map"
     if r.suspect and not spec.include_suspect:
         return "flagged SUSPECT in the source"
@@ -213,7 +213,7 @@ def build_profile(quant: Rows, ref: Rows, spec: FitSpec, command: str) -> Profil
         if len(obs) < spec.min_task_rows:
             excluded[f"task {task}: fewer than {spec.min_task_rows} rows for a per-task law"] += len(obs)
             continue
-        law = fit_four_factor(obs, row.tier or "general")
+        law = fit_four_factor(obs, row.tier or "general")  # an unplaced task still gets its own law
         tasks[task] = TaskLaw(**law.model_dump(), tier=row.tier, chance=row.chance or 0.0)
     return Profile(
         schema_version=PROFILE_SCHEMA_VERSION,

@@ -1,0 +1,183 @@
+"""The advisor: exact cheapest-first search, honest answers, stable exit codes, one-line errors."""
+
+import itertools
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import advisor
+from advisor import core
+from advisor.api import _query
+from advisor.catalog import lookup
+from advisor.cli import run
+from advisor.memory import quantized_bytes
+from advisor.schema import Prediction, Recommendation
+
+
+def cli(capsys, *argv):
+    try:
+        code = run(list(argv))
+    except SystemExit as exc:
+        code = exc.code
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_recommendation_is_the_cheapest_qualifying_configuration():
+    rec = advisor.recommend("qwen3-8b", min_ka=0.5, min_kr=0.35, confidence=None)
+    assert isinstance(rec, Recommendation) and rec.found
+    q = _query("qwen3-8b", None)
+    arch = lookup("qwen3-8b").arch
+    # independent brute force over the grid with the public predict()
+    best = None
+    for b, g, c in itertools.product((3, 4, 8), core.DEFAULT_GROUPS, core.DEFAULT_CALIB):
+        p = core.predict(q, b, g, c)
+        if p.tiers["KA"].mean >= 0.5 and p.tiers["KR"].mean >= 0.35:
+            key = (quantized_bytes(arch, b, g).total, c)
+            best = min(best or (key, (b, g, c)), (key, (b, g, c)))
+    chosen = rec.recommendation.config
+    assert (chosen.bits, chosen.group_size, chosen.calib_samples) == best[1]
+    for alt in rec.alternatives:
+        assert alt.memory_gb >= rec.recommendation.memory_gb
+
+
+def test_confidence_makes_the_answer_more_conservative():
+    loose = advisor.recommend("qwen3-8b", min_ka=0.6, confidence=None)
+    strict = advisor.recommend("qwen3-8b", min_ka=0.6, confidence=0.99)
+    assert loose.found
+    if strict.found:
+        assert strict.recommendation.memory_gb >= loose.recommendation.memory_gb
+        assert strict.recommendation.prob_all >= 0.99
+
+
+def test_memory_budget_is_respected():
+    rec = advisor.recommend("qwen3-8b", min_ka=0.3, memory_gb=6.2)
+    assert rec.found and rec.recommendation.memory_gb <= 6.2
+
+
+def test_relative_targets_are_fractions_of_the_unquantized_prediction():
+    rec = advisor.recommend("qwen3-8b", min_kr=0.95, relative=True, confidence=None)
+    unq = advisor.predict("qwen3-8b", bits=16, group_size=-1, calib_samples=128).tiers["KR"].mean
+    assert rec.scale == "relative"
+    assert rec.recommendation.tiers["KR"].target == pytest.approx(0.95 * unq)
+
+
+def test_predict_reports_tiers_adjusted_and_tasks_raw_with_intervals():
+    p = advisor.predict("Qwen/Qwen3-32B", bits=4, group_size=128, calib_samples=128)
+    assert isinstance(p, Prediction)
+    for iv in p.tiers.values():
+        assert iv.lo < iv.mean < iv.hi
+    arc = p.tasks["arc_challenge"]
+    assert arc.chance == 0.25 and 0.25 < arc.mean < 1.0
+    assert any("N 32.8B outside" in e for e in p.extrapolates)  # 32B is outside the fitted 0.6-14.8B
+
+
+def test_more_bits_predict_higher_accuracy_and_cost_more():
+    q = _query("qwen3-4b", None)
+    p3, p4, p8 = (core.predict(q, b, 128, 128, extrapolate=True) for b in (3, 4, 8))
+    assert p3.tiers["KR"].mean < p4.tiers["KR"].mean < p8.tiers["KR"].mean
+    assert p3.memory_gb < p4.memory_gb < p8.memory_gb
+
+
+def test_cli_json_answer_and_exit_codes(capsys):
+    code, out, _ = cli(capsys, "recommend", "--model", "qwen3-8b", "--min-ka", "0.5", "--json")
+    assert code == 0
+    answer = json.loads(out)
+    assert answer["schema_version"] == 1 and answer["found"] and answer["recommendation"]["config"]["bits"] >= 3
+    code, out, _ = cli(capsys, "recommend", "--model", "qwen3-8b", "--min-kr", "0.6", "--json")
+    answer = json.loads(out)
+    assert code == 3 and not answer["found"]
+    assert answer["closest"] is not None and answer["shortfall"]["KR"] > 0
+
+
+def test_cli_predict_json_has_the_shared_shape(capsys):
+    code, out, _ = cli(capsys, "predict", "--model", "qwen3-8b", "--bits", "4", "--group-size", "per-channel",
+                       "--calib-samples", "128", "--task", "mmlu", "--json")  # fmt: skip
+    answer = json.loads(out)
+    assert code == 0
+    assert set(answer["tiers"]) == {"KA", "KR"} and set(answer["tasks"]) == {"mmlu"}
+    assert answer["config"] == {"method": "GPTQ", "bits": 4.0, "group_size": -1, "calib_samples": 128}
+
+
+def test_cli_table_output(capsys):
+    code, out, _ = cli(capsys, "recommend", "--model", "llama-3.1-8b", "--min-ka", "0.4", "--min-kr", "0.2")
+    assert code == 0 and "cheapest of" in out and "family Llama-3 is not in the profile" in out
+
+
+def test_model_from_config_and_from_params(capsys, tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({
+        "model_type": "qwen3", "hidden_size": 2048, "intermediate_size": 6144, "num_hidden_layers": 28,
+        "num_attention_heads": 16, "num_key_value_heads": 8, "head_dim": 128, "vocab_size": 151936,
+        "tie_word_embeddings": True}))  # fmt: skip
+    code, out, _ = cli(capsys, "predict", "--model", str(tmp_path), "--bits", "4", "--group-size", "128", "--json")
+    assert code == 0 and json.loads(out)["model"]["params_b"] == pytest.approx(1.72, abs=0.01)
+    code, out, _ = cli(capsys, "recommend", "--params", "20", "--family", "Qwen3", "--min-ka", "0.5", "--json")
+    assert code == 0 and json.loads(out)["model"]["approximate"]
+
+
+BAD_INPUTS = [
+    (("recommend", "--model", "qwen3-9b", "--min-kr", "0.5"), "did you mean"),
+    (("recommend", "--model", "qwen3-8b", "--min-kr", "1.5"), "targets are fractions in [0, 1]"),
+    (("recommend", "--model", "qwen3-8b", "--target", "KX=0.5"), "unknown tier 'KX'"),
+    (("recommend", "--model", "qwen3-8b", "--min-ka", "0.5", "--memory-gb", "1"), "impossible"),
+    (("recommend", "--model", "qwen3-8b", "--min-km", "0.5"), "no quantized KM law"),
+    (("recommend", "--model", "llama-2-7b", "--min-km", "0.5"), "no quantized KM law"),
+    (("recommend", "--model", "qwen3-8b"), "give at least one target"),
+    (("recommend", "--model", "qwen3-8b", "--min-ka", "0.5", "--bits", "2"), "law's support"),
+    (("predict", "--model", "qwen3-8b", "--bits", "2", "--group-size", "128"), "outside what the law supports"),
+    (("predict", "--model", "qwen3-8b", "--bits", "4", "--group-size", "0"), "group size 0"),
+    (("predict", "--model", "qwen3-8b", "--bits", "four", "--group-size", "128"), "invalid float"),
+    (("predict", "--model", "qwen3-8b", "--bits", "4", "--group-size", "128", "--profile", "nope"), "unknown profile"),
+    (("recommend", "--params", "7", "--min-ka", "0.5"), "needs --family"),
+]
+
+
+@pytest.mark.parametrize("argv, message", BAD_INPUTS)
+def test_bad_input_is_one_line_on_stderr_and_exit_2(capsys, argv, message):
+    code, out, err = cli(capsys, *argv)
+    assert code == 2
+    assert message in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert out == ""
+
+
+def test_missing_corrupt_and_old_profiles_exit_2(capsys, tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text("{")
+    old = tmp_path / "old.json"
+    old.write_text(json.dumps({"schema_version": 0, "command": "fit run --preset qwen3"}))
+    for path, msg in ((tmp_path / "none.json", "does not exist"), (bad, "not valid JSON"), (old, "schema version 0")):
+        code, _, err = cli(capsys, "recommend", "--model", "qwen3-8b", "--min-ka", "0.5", "--profile", str(path))
+        assert code == 2 and msg in err and len(err.strip().splitlines()) == 1
+
+
+def test_search_covers_the_whole_grid():
+    rec = advisor.recommend("qwen3-8b", min_ka=0.1)
+    assert rec.searched == 3 * 5 * 5  # 2-bit is listed as excluded, every other point evaluated
+    assert rec.excluded and rec.excluded[0].startswith("2-bit")
+
+
+def test_draw_evaluation_is_numpy_only():
+    q = _query("qwen3-8b", None)
+    d = core.law_draws(q.profile.tiers["KA"], 8.2e9, np.array([3.0, 4.0]), np.array([128.0, 128.0]),
+                       np.array([128.0, 128.0]))  # fmt: skip
+    assert isinstance(d, np.ndarray) and d.shape == (200, 2)
+
+
+def test_installed_entry_point_runs_from_anywhere(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "advisor.cli", "recommend", "--model", "qwen3-8b", "--min-ka", "0.5", "--json"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["profile"]["name"] == "qwen3"
+
+
+def test_import_advisor_loads_no_heavy_stack(tmp_path):
+    code = "import sys, advisor; advisor.recommend('qwen3-8b', min_ka=0.5); " \
+           "print(sorted(m for m in ('torch', 'jax', 'lm_eval', 'numpyro', 'transformers') if m in sys.modules))"
+    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"

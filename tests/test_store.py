@@ -1,0 +1,109 @@
+"""The results store and the published-data import: idempotent, validated, nothing lost."""
+
+import sqlite3
+
+import pytest
+
+from calibrate.published import PublishedDataError, published_csvs, read_published_csv
+from calibrate.store import SCHEMA_VERSION, ResultRow, Store, StoreError
+from calibrate.tiermap import TierMapError, load_tier_map
+from fit.pipeline import SHIPPED_PUBLISHED
+
+
+def row(**kw):
+    base = dict(source="s", model="m", family="f", params_b=1.0, method="GPTQ", bits=4, group_size=128,
+                calib_samples=128, task="arc_easy", metric="acc", value=50.0, accuracy=0.5)  # fmt: skip
+    return ResultRow(**{**base, **kw})
+
+
+def test_add_is_idempotent_and_never_overwrites(tmp_path):
+    with Store.open(tmp_path / "r.sqlite") as db:
+        assert db.add([row(), row(bits=3)]) == 2
+        assert db.add([row(value=99.0, accuracy=0.99)]) == 0  # same measurement: kept as first stored
+        assert db.count() == 2
+        assert next(db.rows("bits = 4")).accuracy == 0.5
+
+
+def test_store_of_another_schema_version_is_refused_untouched(tmp_path):
+    path = tmp_path / "r.sqlite"
+    with Store.open(path) as db:
+        db.add([row()])
+        db.conn.execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'")
+        db.conn.commit()
+    with pytest.raises(StoreError, match="schema version 99"):
+        Store.open(path)
+    assert sqlite3.connect(path).execute("SELECT COUNT(*) FROM results").fetchone()[0] == 1
+
+
+def test_foreign_sqlite_file_is_not_taken_over(tmp_path):
+    path = tmp_path / "other.sqlite"
+    sqlite3.connect(path).execute("CREATE TABLE t (x)")
+    with pytest.raises(StoreError, match="not a strata store"):
+        Store.open(path)
+
+
+def test_store_schema_version_is_recorded(tmp_path):
+    with Store.open(tmp_path / "r.sqlite") as db:
+        assert db.conn.execute("SELECT value FROM meta").fetchone()[0] == str(SCHEMA_VERSION)
+
+
+def test_published_import_keeps_every_row_and_flags_suspect(tmp_path):
+    tmap = load_tier_map()
+    with Store.open(tmp_path / "r.sqlite") as db:
+        total = 0
+        for f in published_csvs(SHIPPED_PUBLISHED):
+            rows = list(read_published_csv(f, tmap))
+            total += len(rows)
+            db.add(rows)
+        assert db.count() == total == 4874  # every data row of the four CSVs
+        assert db.add(read_published_csv(published_csvs(SHIPPED_PUBLISHED)[0], tmap)) == 0
+        suspect = list(db.rows("suspect = 1"))
+        assert len(suspect) == 60 and all("SUSPECT" in r.note for r in suspect)
+        arc = next(db.rows("model = 'Qwen3-8B' AND method = 'FP16' AND task = 'arc_challenge'"))
+        assert arc.tier == "KR" and arc.chance == 0.25 and arc.n_items == 1172
+        assert arc.correct == round(arc.accuracy * 1172)
+
+
+def test_shipped_published_copy_matches_shared_data():
+    shared = SHIPPED_PUBLISHED.parents[3] / "shared" / "data" / "published"
+    if not shared.exists():
+        pytest.skip("../shared is not beside this checkout")
+    for f in published_csvs(SHIPPED_PUBLISHED):
+        assert f.read_bytes() == (shared / f.name).read_bytes(), f"{f.name} differs from shared/data/published"
+
+
+def test_csv_with_missing_columns_is_refused_with_their_names(tmp_path):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("source,model,value\nx,y,1\n")
+    with pytest.raises(PublishedDataError, match="missing column.*params_b"):
+        list(read_published_csv(bad, load_tier_map()))
+
+
+def test_csv_with_non_numeric_value_names_line_and_column(tmp_path):
+    header = published_csvs(SHIPPED_PUBLISHED)[0].read_text().splitlines()[0]
+    cols = header.split(",")
+    bad = tmp_path / "bad.csv"
+    bad.write_text(header + "\n" + ",".join("7" if c != "bits" else "four" for c in cols) + "\n")
+    with pytest.raises(PublishedDataError, match="line 2: column 'bits' must be a number"):
+        list(read_published_csv(bad, load_tier_map()))
+
+
+def test_tier_map_errors_name_the_field(tmp_path):
+    bad = tmp_path / "map.yaml"
+    bad.write_text("schema_version: 1\ntasks:\n  arc_easy: {tier: KX, chance: 0.25}\n")
+    with pytest.raises(TierMapError, match="tasks.arc_easy.tier"):
+        load_tier_map(bad)
+    bad.write_text("schema_version: 1\ntasks:\n  arc_easy: {tier: KA, chance: 1.5}\n")
+    with pytest.raises(TierMapError, match="chance"):
+        load_tier_map(bad)
+    with pytest.raises(TierMapError, match="does not exist"):
+        load_tier_map(tmp_path / "nope.yaml")
+
+
+def test_default_tier_map_follows_the_paper_where_known():
+    tmap = load_tier_map()
+    assert {t: tmap.tasks[t].tier for t in ("triviaqa", "nq_open", "mmlu", "hellaswag", "gsm8k", "arc_challenge")} == {
+        "triviaqa": "KM", "nq_open": "KM", "mmlu": "KA", "hellaswag": "KA", "gsm8k": "KR", "arc_challenge": "KR"
+    }  # fmt: skip
+    assert all(s.why for s in tmap.tasks.values() if s.evidence == "project-choice")
+    assert tmap.resolve("NQ") == "nq_open"
