@@ -81,18 +81,18 @@ def task_obs(data: Rows, keep: Callable[[ResultRow], bool]) -> Obs:
     )
 
 
-def tier_obs(data: Rows, tier: str) -> Obs:
-    """One observation per (model, configuration): the mean chance-adjusted accuracy over the tier's tasks.
+def tier_obs(data: Rows, tier: str | None) -> Obs:
+    """One observation per (model, configuration): the mean chance-adjusted accuracy over the tier's tasks
+    (tier None: over the tasks of every tier, the paper's general law).
 
     This is the paper's procedure (a tier's accuracy is the average over its benchmarks); each task counts once,
     whatever its size, and the items behind the mean are summed.
     """
-    per_task = task_obs(data, lambda r: r.tier == tier)
-    keys = [
-        (r.source, r.model, r.stage, r.method, r.bits, r.group_size, r.calib_samples)
-        for r in data.rows
-        if r.tier == tier
-    ]
+    def keep(r: ResultRow) -> bool:
+        return r.tier == tier if tier is not None else r.tier is not None
+
+    per_task = task_obs(data, keep)
+    keys = [(r.source, r.model, r.stage, r.method, r.bits, r.group_size, r.calib_samples) for r in data.rows if keep(r)]
     groups: dict[tuple[object, ...], list[int]] = {}
     for i, k in enumerate(keys):
         groups.setdefault(k, []).append(i)
@@ -206,7 +206,7 @@ def build_profile(quant: Rows, ref: Rows, spec: FitSpec, command: str) -> Profil
         ref_obs = tier_obs(ref, t)
         if len(ref_obs) >= 3 and np.unique(ref_obs.params).size >= 2:
             unquantized[t] = _fit(ref_obs, t, FEATURES[:2], draws=True)
-    general = fit_four_factor(task_obs(quant, lambda r: True), "general", draws=False)
+    general = fit_four_factor(tier_obs(quant, None), "general", draws=False)
     for task in sorted({r.task for r in quant.rows}):
         obs = task_obs(quant, lambda r, task=task: r.task == task)  # type: ignore[misc]
         row = next(r for r in quant.rows if r.task == task)
