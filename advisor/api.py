@@ -1,8 +1,8 @@
 """The advisor's Python API: the same answers as the CLI, as pydantic objects.
 
-    >>> from advisor import recommend
-    >>> rec = recommend("qwen3-8b", min_ka=0.5)
-    >>> rec.recommendation.config.bits
+>>> from advisor import recommend
+>>> rec = recommend("qwen3-8b", min_ka=0.5)
+>>> rec.recommendation.config.bits
 """
 
 from __future__ import annotations

@@ -75,7 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="advisor", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    rec = sub.add_parser("recommend", help="the cheapest configuration meeting per-tier targets", description=SCALE_HELP)
+    rec = sub.add_parser(
+        "recommend", help="the cheapest configuration meeting per-tier targets", description=SCALE_HELP
+    )
     _model_args(rec)
     rec.add_argument("--min-km", type=float, help="target for KM (memorization); " + "see scale above")
     rec.add_argument("--min-ka", type=float, help="target for KA (application)")

@@ -263,7 +263,9 @@ def recommend(
         score = prob_all if confidence is not None else margin
         j = max(pool, key=lambda i: (score[i], margin[i], -memory[i]))
         closest = candidate(j)
-        shortfall = {t: round(abs_targets[t] - float(means[t][j]), 4) for t in abs_targets if means[t][j] < abs_targets[t]}
+        shortfall = {
+            t: round(abs_targets[t] - float(means[t][j]), 4) for t in abs_targets if means[t][j] < abs_targets[t]
+        }
         if not shortfall and confidence is not None:  # means meet; the probability does not
             shortfall = {t: round(abs_targets[t] - float(means[t][j]), 4) for t in abs_targets}
     return Recommendation(

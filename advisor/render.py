@@ -47,7 +47,9 @@ def show(answer: Recommendation | Prediction, console: Console | None = None) ->
     console.print(head)
     if isinstance(answer, Prediction):
         c = answer.config
-        console.print(f"{c.method} {c.bits:g}-bit, group {_g(c.group_size)}, Cb {c.calib_samples}: {answer.memory_gb:.2f} GB")
+        console.print(
+            f"{c.method} {c.bits:g}-bit, group {_g(c.group_size)}, Cb {c.calib_samples}: {answer.memory_gb:.2f} GB"
+        )
         table = Table(title="tiers (chance-adjusted)", title_justify="left")
         table.add_column("tier")
         table.add_column("mean [90%]", justify="right")

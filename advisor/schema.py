@@ -113,7 +113,9 @@ def load_profile(path: str | Path) -> Profile:
     except ValidationError as exc:
         err = exc.errors()[0]
         where = ".".join(str(p) for p in err["loc"])
-        raise ProfileError(f"profile {path} is corrupt at {where}: {err['msg']}; regenerate it with `fit run`") from None
+        raise ProfileError(
+            f"profile {path} is corrupt at {where}: {err['msg']}; regenerate it with `fit run`"
+        ) from None
 
 
 # --- answers ---------------------------------------------------------------------------------------------------

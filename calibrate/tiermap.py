@@ -38,14 +38,18 @@ class TierMap(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     schema_version: int = SCHEMA_VERSION
-    include_path: str | None = Field(default=None, description="folder of local lm-eval task YAMLs, relative to the map")
+    include_path: str | None = Field(
+        default=None, description="folder of local lm-eval task YAMLs, relative to the map"
+    )
     tasks: dict[str, TaskSpec]
 
     @field_validator("schema_version")
     @classmethod
     def _known_version(cls, v: int) -> int:
         if v != SCHEMA_VERSION:
-            raise ValueError(f"tier map schema_version {v} is not supported; this strata reads version {SCHEMA_VERSION}")
+            raise ValueError(
+                f"tier map schema_version {v} is not supported; this strata reads version {SCHEMA_VERSION}"
+            )
         return v
 
     def resolve(self, name: str) -> str | None:
@@ -82,6 +86,4 @@ def load_tier_map(path: str | Path | None = None) -> TierMap:
     try:
         return TierMap.model_validate(raw)
     except ValidationError as exc:
-        raise TierMapError(
-            f"tier map {path}: {_first_error(exc)} (tiers are KM, KA, KR; chance in [0, 1))"
-        ) from None
+        raise TierMapError(f"tier map {path}: {_first_error(exc)} (tiers are KM, KA, KR; chance in [0, 1))") from None

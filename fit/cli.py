@@ -1,7 +1,7 @@
 """`fit`: fit the stratified scaling laws to stored measurements and write profiles.
 
-    fit run --preset qwen3 --out profiles/qwen3.json        # regenerate a shipped profile from published data
-    fit run --family Qwen3 --store results.sqlite --out p.json   # a profile from your own sweep results
+fit run --preset qwen3 --out profiles/qwen3.json        # regenerate a shipped profile from published data
+fit run --family Qwen3 --store results.sqlite --out p.json   # a profile from your own sweep results
 """
 
 from __future__ import annotations
@@ -30,11 +30,19 @@ def _root() -> None:
 def run(
     out: Annotated[Path, typer.Option(help="where to write the profile JSON")],
     preset: Annotated[str | None, typer.Option(help="a shipped profile's name: qwen3, qwen3-base, llama")] = None,
-    name: Annotated[str | None, typer.Option(help="profile name (default: the preset's, or the output file's stem)")] = None,
+    name: Annotated[
+        str | None, typer.Option(help="profile name (default: the preset's, or the output file's stem)")
+    ] = None,
     family: Annotated[list[str] | None, typer.Option(help="model family to fit (repeatable), e.g. Qwen3")] = None,
-    stage: Annotated[list[str] | None, typer.Option(help="model stage to keep (repeatable): base, post-trained")] = None,
-    method: Annotated[str, typer.Option(help="quantization method fitted: GPTQ (others make separate profiles)")] = "GPTQ",
-    store: Annotated[Path | None, typer.Option(help="results store (SQLite) to read; default: published data only")] = None,
+    stage: Annotated[
+        list[str] | None, typer.Option(help="model stage to keep (repeatable): base, post-trained")
+    ] = None,
+    method: Annotated[
+        str, typer.Option(help="quantization method fitted: GPTQ (others make separate profiles)")
+    ] = "GPTQ",
+    store: Annotated[
+        Path | None, typer.Option(help="results store (SQLite) to read; default: published data only")
+    ] = None,
     published: Annotated[
         Path | None, typer.Option(help="folder of published CSVs to import first (default: the copy strata ships)")
     ] = None,

@@ -86,9 +86,7 @@ def design(params: Any, bits: Any, group_size: Any, calib_samples: Any, xp: Any 
     return xp.stack([xp.ones_like(n), xp.log(n), xp.log(xp.log2(b)), xp.log(xp.log2(c)), xp.log(g)], axis=-1)
 
 
-def log_neg_log_acc(
-    coef: LawCoef, params: Any, bits: Any, group_size: Any, calib_samples: Any, xp: Any = np
-) -> Any:
+def log_neg_log_acc(coef: LawCoef, params: Any, bits: Any, group_size: Any, calib_samples: Any, xp: Any = np) -> Any:
     """ln(-ln Acc_adj) under the four-factor law. Broadcasts coefficient arrays against factor arrays."""
     return (
         coef.ln_a
@@ -99,9 +97,7 @@ def log_neg_log_acc(
     )
 
 
-def four_factor(
-    coef: LawCoef, params: Any, bits: Any, group_size: Any, calib_samples: Any, xp: Any = np
-) -> Any:
+def four_factor(coef: LawCoef, params: Any, bits: Any, group_size: Any, calib_samples: Any, xp: Any = np) -> Any:
     """Predicted chance-adjusted accuracy exp(-A N^a (log2 B)^b (log2 Cb)^g G^d), in (0, 1)."""
     return xp.exp(-xp.exp(log_neg_log_acc(coef, params, bits, group_size, calib_samples, xp)))
 

@@ -88,6 +88,7 @@ def tier_obs(data: Rows, tier: str | None) -> Obs:
     This is the paper's procedure (a tier's accuracy is the average over its benchmarks); each task counts once,
     whatever its size, and the items behind the mean are summed.
     """
+
     def keep(r: ResultRow) -> bool:
         return r.tier == tier if tier is not None else r.tier is not None
 
@@ -192,7 +193,9 @@ def _fit(obs: Obs, tier: str, columns: tuple[str, ...], *, draws: bool) -> LawFi
 def build_profile(quant: Rows, ref: Rows, spec: FitSpec, command: str) -> Profile:
     """Fit every law of a profile (per tier, general, per task, baseline, 16-bit) and assemble it."""
     if not quant.rows:
-        raise FitError(f"no {spec.method} accuracy rows for families {', '.join(spec.families)}; check --family/--method")
+        raise FitError(
+            f"no {spec.method} accuracy rows for families {', '.join(spec.families)}; check --family/--method"
+        )
     if len({r.params_b for r in quant.rows}) < 2:
         raise FitError("all rows come from one model size: N is not identifiable; add another model size")
     tiers, baseline, unquantized, tasks = {}, {}, {}, {}
@@ -214,7 +217,7 @@ def build_profile(quant: Rows, ref: Rows, spec: FitSpec, command: str) -> Profil
             excluded[f"task {task}: fewer than {spec.min_task_rows} rows for a per-task law"] += len(obs)
             continue
         law = fit_four_factor(obs, row.tier or "general")  # an unplaced task still gets its own law
-        tasks[task] = TaskLaw(**law.model_dump(), tier=row.tier, chance=row.chance or 0.0)
+        tasks[task] = TaskLaw.model_validate({**law.model_dump(), "tier": row.tier, "chance": row.chance or 0.0})
     return Profile(
         schema_version=PROFILE_SCHEMA_VERSION,
         name=spec.name,

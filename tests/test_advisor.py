@@ -176,8 +176,10 @@ def test_installed_entry_point_runs_from_anywhere(tmp_path):
 
 
 def test_import_advisor_loads_no_heavy_stack(tmp_path):
-    code = "import sys, advisor; advisor.recommend('qwen3-8b', min_ka=0.5); " \
-           "print(sorted(m for m in ('torch', 'jax', 'lm_eval', 'numpyro', 'transformers') if m in sys.modules))"
+    code = (
+        "import sys, advisor; advisor.recommend('qwen3-8b', min_ka=0.5); "
+        "print(sorted(m for m in ('torch', 'jax', 'lm_eval', 'numpyro', 'transformers') if m in sys.modules))"
+    )
     proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "[]"

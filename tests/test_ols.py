@@ -19,7 +19,7 @@ def grid(seed=0):
 
 
 def test_recovers_known_coefficients_from_noisy_law_data():
-    n, b, g, c, models, rng = grid()
+    n, b, g, c, _models, rng = grid()
     z = np.log(-np.log(four_factor(TRUE, n, b, g, c))) + rng.normal(0, 0.02, n.size)
     res = ols_fit(design(n, b, g, c), z, fixed={})
     assert res.coef[0] == pytest.approx(TRUE.ln_a, abs=0.15)  # ln A carries the extrapolation to N = 1
@@ -31,7 +31,7 @@ def test_recovers_known_coefficients_from_noisy_law_data():
 
 
 def test_adjusted_r2_follows_its_definition():
-    n, b, g, c, models, rng = grid(1)
+    n, b, g, c, _models, rng = grid(1)
     z = np.log(-np.log(four_factor(TRUE, n, b, g, c))) + rng.normal(0, 0.3, n.size)
     res = ols_fit(design(n, b, g, c), z, fixed={})
     r2 = 1 - np.sum(res.residuals**2) / np.sum((z - z.mean()) ** 2)
@@ -47,7 +47,7 @@ def test_factor_constant_within_every_model_is_not_identifiable():
 
 
 def test_pinned_exponent_is_held_at_its_value():
-    n, b, g, c, _, rng = grid()
+    n, b, g, c, _, _rng = grid()
     c = np.full_like(n, 128.0)
     z = np.log(-np.log(four_factor(TRUE, n, b, g, c)))
     res = ols_fit(design(n, b, g, c), z, fixed={"gamma": paper_exponent("KM", "gamma")})
@@ -56,7 +56,7 @@ def test_pinned_exponent_is_held_at_its_value():
 
 
 def test_collinear_factors_are_refused():
-    n, b, g, c, _, _ = grid()
+    n, b, _g, c, _, _ = grid()
     with pytest.raises(FitError, match="collinear"):
         ols_fit(design(n, b, n / 1e7, c), np.zeros_like(n), fixed={})  # ln G = ln N - const
 
@@ -68,7 +68,7 @@ def test_too_few_rows_are_refused():
 
 
 def test_linearized_fit_survives_accuracies_at_the_bounds():
-    n, b, g, c, models, _ = grid()
+    n, b, g, c, _models, _ = grid()
     y = four_factor(TRUE, n, b, g, c)
     y[:3] = [-0.02, 0.0, 1.0]  # below chance, at chance, perfect
     z, clipped = linearize(y, np.full_like(y, 1000))
