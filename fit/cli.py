@@ -81,6 +81,41 @@ def run(
     typer.echo(f"wrote {out}: {profile.data.n_rows} rows, {fits}", err=True)
 
 
+@app.command()
+def validate(
+    preset: Annotated[str, typer.Option(help="profile whose data is validated: qwen3, qwen3-base, llama")] = "qwen3",
+    across: Annotated[
+        str | None, typer.Option(help="also fit this preset and predict the other family's data, e.g. llama")
+    ] = None,
+    markdown: Annotated[Path | None, typer.Option(help="also write the table as markdown here")] = None,
+) -> None:
+    """Held-out validation: MAE and 90% coverage of each method on the largest model (and across families)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from fit.ols import FitError
+    from fit.pipeline import gather, spec_for
+    from fit.validate import METHODS, evaluate, family_split, largest_model_split, markdown_table
+
+    try:
+        quant, _ = gather(spec_for(preset))
+        scores = evaluate(largest_model_split(quant), METHODS)
+        if across:
+            other, _ = gather(spec_for(across))
+            scores += evaluate(family_split(quant, other, f"fit {preset}, predict {across}"), METHODS)
+    except FitError as exc:
+        _fail(str(exc))
+        return
+    table = Table(title="held-out validation (chance-adjusted tier means)")
+    for col in ("split", "tier", "method", "n", "MAE (points)", "90% coverage"):
+        table.add_column(col)
+    for s in scores:
+        table.add_row(s.split, s.tier, s.method, str(s.n), f"{s.mae_points:.2f}", f"{s.coverage:.2f}")
+    Console().print(table)
+    if markdown:
+        markdown.write_text(markdown_table(scores) + "\n")
+
+
 def main() -> None:
     app()
 

@@ -44,6 +44,16 @@ class OlsResult:
     r2: float
     adj_r2: float
     residuals: np.ndarray = field(repr=False)
+    sigma2: float = 0.0  # residual variance on the linearized scale
+
+    def predict_interval(self, X: np.ndarray, level: float = 0.9) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Linearized prediction and its predictive interval (coefficient and residual noise), per row of X."""
+        from statistics import NormalDist
+
+        zq = NormalDist().inv_cdf(0.5 + level / 2)
+        mean = X @ self.coef
+        sd = np.sqrt(self.sigma2 + np.einsum("ij,jk,ik->i", X, self.cov, X))
+        return mean, mean - zq * sd, mean + zq * sd
 
     @property
     def se(self) -> dict[str, float]:
@@ -88,7 +98,7 @@ def ols_fit(X: np.ndarray, z: np.ndarray, fixed: dict[str, float], columns: Sequ
     adj = 1.0 - (1.0 - r2) * (n - 1) / (n - p - 1) if n - p - 1 > 0 else float("nan")
     cov = np.zeros((len(columns), len(columns)))
     cov[np.ix_(free, free)] = ss_res / (n - k) * np.linalg.inv(Xf.T @ Xf)
-    return OlsResult(coef, cov, dict(fixed), n, r2, adj, resid)
+    return OlsResult(coef, cov, dict(fixed), n, r2, adj, resid, ss_res / (n - k))
 
 
 def sample_coefficients(result: OlsResult, draws: int, seed: int = 0) -> np.ndarray:

@@ -11,7 +11,7 @@ from calibrate.store import ResultRow, Store
 from calibrate.tiermap import load_tier_map
 from fit.ols import FitError
 from fit.presets import PRESETS
-from fit.profiles import FitSpec, build_profile, select
+from fit.profiles import FitSpec, Rows, build_profile, select
 
 SHIPPED_PUBLISHED = Path(__file__).resolve().parent.parent / "calibrate" / "data" / "published"
 
@@ -42,9 +42,7 @@ def fit_profile(
     if engine != "ols":
         raise FitError(f"unknown engine {engine!r}; use ols")
     if preset is not None:
-        if preset not in PRESETS:
-            raise FitError(f"unknown preset {preset!r}; use one of {', '.join(PRESETS)}")
-        spec = PRESETS[preset]
+        spec = spec_for(preset)
         command = f"fit run --preset {preset} --out profiles/{preset}.json"
     else:
         if not families:
@@ -58,6 +56,20 @@ def fit_profile(
         )
     if include_suspect:
         spec = FitSpec(**{**spec.__dict__, "include_suspect": True})
+    quant, ref = gather(spec, store=store, published=published, tier_map=tier_map)
+    return build_profile(quant, ref, spec, command)
+
+
+def spec_for(preset: str) -> FitSpec:
+    if preset not in PRESETS:
+        raise FitError(f"unknown preset {preset!r}; use one of {', '.join(PRESETS)}")
+    return PRESETS[preset]
+
+
+def gather(
+    spec: FitSpec, *, store: Path | None = None, published: Path | str | None = "shipped", tier_map: Path | None = None
+) -> tuple[Rows, Rows]:
+    """The spec's quantized rows and 16-bit reference rows, from a store and/or the published CSVs."""
     tmap = load_tier_map(tier_map)
     with Store.open(store if store is not None else ":memory:") as db:
         if published is not None:
@@ -67,6 +79,4 @@ def fit_profile(
         rows = list(db.rows())
     if not rows:
         raise FitError("the store holds no rows; import published data or run a sweep first")
-    quant = select(rows, spec, hidden_size_of, quantized=True)
-    ref = select(rows, spec, hidden_size_of, quantized=False)
-    return build_profile(quant, ref, spec, command)
+    return select(rows, spec, hidden_size_of, quantized=True), select(rows, spec, hidden_size_of, quantized=False)

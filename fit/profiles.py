@@ -175,17 +175,24 @@ def fit_four_factor(obs: Obs, tier: str, *, draws: bool = True) -> LawFit:
     return _fit(obs, tier, FEATURES, draws=draws)
 
 
-def _fit(obs: Obs, tier: str, columns: tuple[str, ...], *, draws: bool) -> LawFit:
-    """OLS of a law with the first ``len(columns)`` factors: all four, the (N, B) baseline, or the 16-bit law."""
+def ols_law(obs: Obs, tier: str, columns: tuple[str, ...] = FEATURES) -> OlsResult:
+    """OLS of a law with the first ``len(columns)`` factors, embedded in the full five-coefficient law."""
     k = len(columns)
     X = design(obs.params, obs.bits, obs.group, obs.calib)[:, :k]
-    z, clipped = linearize(obs.y_adj, obs.n)
+    z, _ = linearize(obs.y_adj, obs.n)
     free = identifiable(X, obs.model, columns)
     fixed = {c: paper_exponent(tier, c) for c in columns[1:] if c not in free}
     res = ols_fit(X, z, fixed, columns)
     if k < len(FEATURES):  # embed in the full law: absent factors have exponent 0
         res.coef = np.concatenate([res.coef, np.zeros(len(FEATURES) - k)])
         res.cov = np.pad(res.cov, (0, len(FEATURES) - k))
+    return res
+
+
+def _fit(obs: Obs, tier: str, columns: tuple[str, ...], *, draws: bool) -> LawFit:
+    """OLS of a law with the first ``len(columns)`` factors: all four, the (N, B) baseline, or the 16-bit law."""
+    res = ols_law(obs, tier, columns)
+    _, clipped = linearize(obs.y_adj, obs.n)
     pred = four_factor(LawCoef(*res.coef), obs.params, obs.bits, obs.group, obs.calib)
     return _law_fit(res, obs.y_adj, pred, int(clipped.sum()), draws)
 
