@@ -94,28 +94,38 @@ def load_profile(path: str | Path) -> Profile:
     """Read and validate a profile JSON; raise ProfileError with one line naming the problem and the fix."""
     path = Path(path)
     try:
-        raw = json.loads(path.read_text())
+        text = path.read_bytes()
     except FileNotFoundError:
         raise ProfileError(f"profile {path} does not exist; pass --profile with a profile JSON") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ProfileError(f"profile {path} is not valid JSON ({exc}); regenerate it with `fit run`") from None
-    if not isinstance(raw, dict):
-        raise ProfileError(f"profile {path} is not a JSON object; regenerate it with `fit run`")
-    version = raw.get("schema_version")
-    if version != PROFILE_SCHEMA_VERSION:
-        cmd = raw.get("command", "fit run ...")
-        raise ProfileError(
-            f"profile {path} has schema version {version}; this strata reads {PROFILE_SCHEMA_VERSION}: "
-            f"regenerate it with `{cmd}`"
-        )
-    try:
-        return Profile.model_validate(raw)
+    try:  # the fast path: one parse straight into the model
+        profile = Profile.model_validate_json(text)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        where = ".".join(str(p) for p in err["loc"])
-        raise ProfileError(
-            f"profile {path} is corrupt at {where}: {err['msg']}; regenerate it with `fit run`"
-        ) from None
+        raise _diagnose(path, text, exc) from None
+    if profile.schema_version != PROFILE_SCHEMA_VERSION:
+        raise _wrong_version(path, profile.schema_version, profile.command)
+    return profile
+
+
+def _wrong_version(path: Path, version: object, command: object) -> ProfileError:
+    return ProfileError(
+        f"profile {path} has schema version {version}; this strata reads {PROFILE_SCHEMA_VERSION}: "
+        f"regenerate it with `{command or 'fit run ...'}`"
+    )
+
+
+def _diagnose(path: Path, text: bytes, exc: ValidationError) -> ProfileError:
+    """One line saying why a profile failed: not JSON, another schema version, or the first bad field."""
+    try:
+        raw = json.loads(text)
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        return ProfileError(f"profile {path} is not valid JSON ({err}); regenerate it with `fit run`")
+    if not isinstance(raw, dict):
+        return ProfileError(f"profile {path} is not a JSON object; regenerate it with `fit run`")
+    if raw.get("schema_version") != PROFILE_SCHEMA_VERSION:
+        return _wrong_version(path, raw.get("schema_version"), raw.get("command"))
+    err = exc.errors()[0]
+    where = ".".join(str(p) for p in err["loc"])
+    return ProfileError(f"profile {path} is corrupt at {where}: {err['msg']}; regenerate it with `fit run`")
 
 
 # --- answers ---------------------------------------------------------------------------------------------------
