@@ -123,9 +123,9 @@ def _diagnose(path: Path, text: bytes, exc: ValidationError) -> ProfileError:
         return ProfileError(f"profile {path} is not a JSON object; regenerate it with `fit run`")
     if raw.get("schema_version") != PROFILE_SCHEMA_VERSION:
         return _wrong_version(path, raw.get("schema_version"), raw.get("command"))
-    err = exc.errors()[0]
-    where = ".".join(str(p) for p in err["loc"])
-    return ProfileError(f"profile {path} is corrupt at {where}: {err['msg']}; regenerate it with `fit run`")
+    first = exc.errors()[0]
+    where = ".".join(str(p) for p in first["loc"])
+    return ProfileError(f"profile {path} is corrupt at {where}: {first['msg']}; regenerate it with `fit run`")
 
 
 # --- answers ---------------------------------------------------------------------------------------------------
