@@ -94,3 +94,14 @@ def test_fit_cli_bad_input_is_one_line_and_exit_2(tmp_path):
     assert result.exit_code == 2
     assert "no GPTQ accuracy rows" in result.output and "Traceback" not in result.output
     assert not (tmp_path / "x.json").exists()
+
+
+def test_fit_cli_bad_csv_is_one_line_and_exit_2(tmp_path):
+    (tmp_path / "bad.csv").write_text("source,model,value\nx,y,1\n")
+    result = _run(["run", "--family", "Qwen3", "--published", str(tmp_path), "--out", str(tmp_path / "x.json")])
+    assert result.exit_code == 2
+    assert "missing column(s)" in result.output and "Traceback" not in result.output
+    good = PROFILES.parent / "calibrate/data/published/llama3_ptq_2404.14047v3.csv"
+    (tmp_path / "bad.csv").write_text(good.read_text().replace(",8.0,", ",eight,", 1))
+    result = _run(["run", "--family", "Qwen3", "--published", str(tmp_path), "--out", str(tmp_path / "x.json")])
+    assert result.exit_code == 2 and "column 'params_b' must be a number, got 'eight'" in result.output
