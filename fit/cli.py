@@ -116,6 +116,33 @@ def validate(
         markdown.write_text(markdown_table(scores) + "\n")
 
 
+@app.command()
+def report(
+    out: Annotated[Path, typer.Option(help="folder for the PNG figures and summary.md")],
+    preset: Annotated[str, typer.Option(help="the preset whose data is plotted")] = "qwen3",
+    profile: Annotated[Path | None, typer.Option(help="profile JSON (default: profiles/<preset>.json)")] = None,
+    with_validation: Annotated[bool, typer.Option(help="run `fit validate` and add its table")] = True,
+) -> None:
+    """Write the paper's figures with 90% bands, and a markdown summary."""
+    from advisor.schema import ProfileError, load_profile
+    from fit.ols import FitError
+    from fit.pipeline import gather, spec_for
+    from fit.report import write_report
+    from fit.validate import METHODS, evaluate, largest_model_split, markdown_table
+
+    try:
+        from profiles import DIR
+
+        prof = load_profile(profile or DIR / f"{preset}.json")
+        quant, _ = gather(spec_for(preset))
+        table = markdown_table(evaluate(largest_model_split(quant), METHODS)) if with_validation else None
+    except (FitError, ProfileError) as exc:
+        _fail(str(exc))
+        return
+    for path in write_report(prof, quant, out, table):
+        typer.echo(f"wrote {path}", err=True)
+
+
 def main() -> None:
     app()
 

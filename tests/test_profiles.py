@@ -105,3 +105,21 @@ def test_fit_cli_bad_csv_is_one_line_and_exit_2(tmp_path):
     (tmp_path / "bad.csv").write_text(good.read_text().replace(",8.0,", ",eight,", 1))
     result = _run(["run", "--family", "Qwen3", "--published", str(tmp_path), "--out", str(tmp_path / "x.json")])
     assert result.exit_code == 2 and "column 'params_b' must be a number, got 'eight'" in result.output
+
+
+def test_fit_report_writes_the_figures_and_summary(tmp_path):
+    result = _run(["report", "--preset", "qwen3", "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    names = {p.name for p in tmp_path.iterdir()}
+    assert {"scaling_n.png", "scaling_b.png", "cb_g_3bit.png", "predicted_vs_actual.png", "surface_3bit.png"} <= names
+    summary = (tmp_path / "summary.md").read_text()
+    assert "| tier KA |" in summary and "(fixed)" in summary and "hold out Qwen3-14B" in summary
+    assert (tmp_path / "scaling_n.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_fit_validate_prints_the_comparison(tmp_path):
+    md = tmp_path / "v.md"
+    result = _run(["validate", "--preset", "qwen3", "--across", "llama", "--markdown", str(md)])
+    assert result.exit_code == 0, result.output
+    text = md.read_text()
+    assert "hold out Qwen3-14B" in text and "fit qwen3, predict llama" in text and "OLS (N, B) baseline" in text

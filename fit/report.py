@@ -1,0 +1,187 @@
+"""`fit report`: the paper's figures from a profile and its data, with 90% bands from the profile's draws.
+
+Figures (PNG): scaling in N per tier, scaling in B per tier, Cb and G at 3 bits, predicted vs actual (four-factor
+law vs the (N, B) baseline), and the 3-bit (N, Cb) surface; plus a markdown summary with coefficients and their
+intervals per tier, fit metrics, diagnostics and (when given) the validation table.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from advisor.schema import COEF_NAMES, LawFit, Profile
+from fit.law import LawCoef, four_factor
+from fit.profiles import TIERS, Obs, Rows, tier_obs
+
+COLORS = {"KM": "tab:blue", "KA": "tab:green", "KR": "tab:red"}
+
+
+def _coef(law: LawFit) -> LawCoef:
+    """Draws as (S, 1) arrays, or the point estimate."""
+    if law.draws:
+        return LawCoef(*(np.asarray(law.draws[k])[:, None] for k in COEF_NAMES))
+    return LawCoef(*(np.array([[getattr(law.coef, k)]]) for k in COEF_NAMES))
+
+
+def band(law: LawFit, n: object, b: object, g: object, c: object) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Mean and 90% band of the law over a 1-D sweep of one factor (others broadcast)."""
+    d = np.asarray(four_factor(_coef(law), n, b, g, c))
+    if d.ndim == 1:
+        d = d[None, :]
+    return d.mean(0), np.quantile(d, 0.05, axis=0), np.quantile(d, 0.95, axis=0)
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_scaling_n(
+    profile: Profile, data: Rows, out: Path, bits: float = 4, group: float = 128, calib: float = 128
+) -> Path:
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    lo, hi = profile.data.params_b
+    ns = np.geomspace(lo * 0.5e9, hi * 3e9, 60)
+    for t, law in profile.tiers.items():
+        m, a, b = band(law, ns[None, :], bits, group, calib)
+        ax.plot(ns, m, color=COLORS[t], label=f"{t} law")
+        ax.fill_between(ns, a, b, color=COLORS[t], alpha=0.2)
+        obs = tier_obs(data, t)
+        sel = (obs.bits == bits) & (obs.calib == calib) & (obs.group == group)
+        ax.scatter(obs.params[sel], obs.y_adj[sel], color=COLORS[t], s=18, label=f"{t} data")
+    ax.set(xscale="log", xlabel="parameters N", ylabel="chance-adjusted accuracy",
+           title=f"{profile.name}: scaling in N at {bits:g}-bit, G={group:g}, Cb={calib:g}")  # fmt: skip
+    ax.legend(fontsize=7)
+    return _save(fig, out / "scaling_n.png")
+
+
+def plot_scaling_b(profile: Profile, data: Rows, out: Path, group: float = 128, calib: float = 128) -> Path:
+    plt = _plt()
+    tiers = list(profile.tiers)
+    fig, axes = plt.subplots(1, len(tiers), figsize=(5 * len(tiers), 4), squeeze=False)
+    bs = np.linspace(2.5, 8.5, 50)
+    for ax, t in zip(axes[0], tiers, strict=True):
+        obs = tier_obs(data, t)
+        for n in sorted(set(obs.params)):
+            m, a, b = band(profile.tiers[t], n, bs[None, :], group, calib)
+            line = ax.plot(bs, m, label=f"{n / 1e9:g}B")[0]
+            ax.fill_between(bs, a, b, color=line.get_color(), alpha=0.15)
+            sel = (obs.params == n) & (obs.group == group)
+            ax.scatter(obs.bits[sel], obs.y_adj[sel], color=line.get_color(), s=15)
+        ax.set(xlabel="bits B", ylabel="chance-adjusted accuracy", title=f"{t}: scaling in B (G={group:g})")
+        ax.legend(fontsize=7)
+    return _save(fig, out / "scaling_b.png")
+
+
+def plot_cb_g_at_3bit(profile: Profile, out: Path) -> Path:
+    plt = _plt()
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4))
+    n = np.sqrt(profile.data.params_b[0] * profile.data.params_b[1]) * 1e9
+    cbs, gs = np.geomspace(8, 1024, 40), np.geomspace(32, 1024, 40)
+    for t, law in profile.tiers.items():
+        m, lo, hi = band(law, n, 3, 128, cbs[None, :])
+        a1.plot(cbs, m, color=COLORS[t], label=t)
+        a1.fill_between(cbs, lo, hi, color=COLORS[t], alpha=0.2)
+        m, lo, hi = band(law, n, 3, gs[None, :], 128)
+        a2.plot(gs, m, color=COLORS[t], label=t)
+        a2.fill_between(gs, lo, hi, color=COLORS[t], alpha=0.2)
+    a1.set(xscale="log", xlabel="calibration samples Cb", ylabel="chance-adjusted accuracy",
+           title=f"Cb at 3-bit, G=128, N={n / 1e9:.1f}B")  # fmt: skip
+    a2.set(xscale="log", xlabel="group size G", title=f"G at 3-bit, Cb=128, N={n / 1e9:.1f}B")
+    a1.legend(fontsize=7)
+    return _save(fig, out / "cb_g_3bit.png")
+
+
+def plot_predicted_vs_actual(profile: Profile, data: Rows, out: Path) -> Path:
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5, 5))
+    for t in profile.tiers:
+        obs = tier_obs(data, t)
+        for law, marker, name in ((profile.tiers[t], "o", "four-factor"), (profile.baseline.get(t), "x", "(N, B)")):
+            if law is None:
+                continue
+            pred = _point(law, obs)
+            ax.scatter(obs.y_adj, pred, marker=marker, color=COLORS[t], s=18, label=f"{t} {name}")
+    ax.plot([0, 1], [0, 1], color="grey", lw=0.8)
+    ax.set(xlabel="measured", ylabel="predicted", title=f"{profile.name}: predicted vs measured (adjusted)")
+    ax.legend(fontsize=7)
+    return _save(fig, out / "predicted_vs_actual.png")
+
+
+def plot_surface_3bit(profile: Profile, out: Path, tier: str | None = None) -> Path:
+    plt = _plt()
+    tier = tier or next(iter(profile.tiers))
+    ns = np.geomspace(profile.data.params_b[0] * 1e9, profile.data.params_b[1] * 1e9, 40)
+    cbs = np.geomspace(8, 1024, 40)
+    grid = np.asarray(four_factor(LawCoef(**profile.tiers[tier].coef.model_dump()), ns[:, None], 3, 128, cbs[None, :]))
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    mesh = ax.pcolormesh(cbs, ns, grid, shading="auto", cmap="viridis")
+    fig.colorbar(mesh, ax=ax, label="chance-adjusted accuracy")
+    ax.set(xscale="log", yscale="log", xlabel="calibration samples Cb", ylabel="parameters N",
+           title=f"{profile.name} {tier}: 3-bit surface (G=128)")  # fmt: skip
+    return _save(fig, out / "surface_3bit.png")
+
+
+def _point(law: LawFit, obs: Obs) -> np.ndarray:
+    return np.asarray(four_factor(LawCoef(**law.coef.model_dump()), obs.params, obs.bits, obs.group, obs.calib))
+
+
+def _save(fig: object, path: Path) -> Path:
+    fig.tight_layout()  # type: ignore[attr-defined]
+    fig.savefig(path, dpi=110)  # type: ignore[attr-defined]
+    _plt().close(fig)
+    return path
+
+
+def summary_markdown(profile: Profile, validation: str | None = None, diagnostics: str | None = None) -> str:
+    lines = [f"# strata profile `{profile.name}` ({profile.engine})", "", profile.description, "",
+             f"Regenerate: `{profile.command}`", "", "## Coefficients (mean [90% interval])", "",
+             "| law | " + " | ".join(COEF_NAMES) + " | adj R² | MAE (adj) | rows |",
+             "|---|" + "---|" * (len(COEF_NAMES) + 3)]  # fmt: skip
+    laws = {**{f"tier {t}": law for t, law in profile.tiers.items()}, "general": profile.general}
+    for name, law in laws.items():
+        cells = []
+        for k in COEF_NAMES:
+            if k in law.fixed:
+                cells.append(f"{law.fixed[k]:g} (fixed)")
+            elif law.draws:
+                x = np.asarray(law.draws[k])
+                cells.append(f"{x.mean():.3g} [{np.quantile(x, 0.05):.3g}, {np.quantile(x, 0.95):.3g}]")
+            else:
+                cells.append(f"{getattr(law.coef, k):.3g}")
+        r2 = "-" if law.adj_r2 is None else f"{law.adj_r2:.3f}"
+        mae = "-" if law.mae_adj is None else f"{law.mae_adj:.3f}"
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {r2} | {mae} | {law.n_rows} |")
+    d = profile.data
+    lines += ["", "## Data", "", f"- models: {', '.join(f'{m} ({p:g}B)' for m, p in d.models.items())}",
+              f"- bits {d.bits}, group sizes {d.group_sizes}, calibration samples {d.calib_samples}, {d.n_rows} rows",
+              f"- excluded: {', '.join(f'{k}: {v}' for k, v in d.excluded.items()) or 'none'}"]  # fmt: skip
+    if diagnostics:
+        lines += ["", "## Diagnostics", "", diagnostics]
+    if validation:
+        lines += ["", "## Held-out validation", "", validation]
+    return "\n".join(lines) + "\n"
+
+
+def write_report(profile: Profile, data: Rows, out: Path, validation: str | None = None) -> list[Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    paths = [
+        plot_scaling_n(profile, data, out),
+        plot_scaling_b(profile, data, out),
+        plot_cb_g_at_3bit(profile, out),
+        plot_predicted_vs_actual(profile, data, out),
+        plot_surface_3bit(profile, out),
+    ]
+    md = out / "summary.md"
+    md.write_text(summary_markdown(profile, validation))
+    return [*paths, md]
+
+
+__all__ = ["TIERS", "write_report"]
