@@ -23,7 +23,8 @@ class ProfileError(ValueError):
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # defer_build: a model's validator is built on first use, so a process pays only for the models it uses
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
 
 class Coef(_Strict):
