@@ -1,0 +1,80 @@
+"""GPTQ, batched over configurations: the reference algorithm's properties, as specifications."""
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from calibrate.gptq import QuantConfig, find_params, gptq, hessian, quantize, rtn  # noqa: E402
+
+CONFIGS = [QuantConfig(4, 32), QuantConfig(3, 64), QuantConfig(2, -1), QuantConfig(4, 32, sym=True)]
+
+
+def correlated_inputs(n=2048, d=128, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    basis = torch.randn(d, d, generator=g) / d**0.5
+    scales = torch.logspace(0, -2, d)
+    return torch.randn(n, d, generator=g) @ (basis * scales[:, None]) + 0.01 * torch.randn(n, d, generator=g)
+
+
+def weights(rows=64, d=128, seed=1):
+    return torch.randn(rows, d, generator=torch.Generator().manual_seed(seed))
+
+
+def output_error(W, Q, X):
+    return ((X @ W.T - X @ Q.T) ** 2).mean().item()
+
+
+def test_identity_hessian_reduces_gptq_to_round_to_nearest():
+    W = weights()
+    H = torch.eye(W.shape[1])
+    assert torch.allclose(gptq(W, H, CONFIGS, damp=0.0), rtn(W, CONFIGS), atol=1e-6)
+
+
+def test_gptq_beats_rtn_on_the_layer_output():
+    X, W = correlated_inputs(), weights()
+    Q, R = gptq(W, hessian(X), CONFIGS), rtn(W, CONFIGS)
+    for c in range(len(CONFIGS)):
+        assert output_error(W, Q[c], X) < output_error(W, R[c], X)
+
+
+def test_batched_configurations_equal_one_at_a_time():
+    X, W = correlated_inputs(), weights()
+    H = hessian(X)
+    together = gptq(W, H, CONFIGS)
+    for c, cfg in enumerate(CONFIGS):
+        assert torch.allclose(together[c], gptq(W, H, [cfg])[0], atol=1e-5)
+
+
+@pytest.mark.parametrize("act_order", [False, True])
+def test_every_group_lies_on_a_grid_of_2_to_the_bits_levels(act_order):
+    X, W = correlated_inputs(), weights()
+    Q = gptq(W, hessian(X), CONFIGS, act_order=act_order)
+    for c, cfg in enumerate(CONFIGS):
+        g = cfg.group_size if cfg.group_size > 0 else W.shape[1]
+        if act_order:  # groups follow the permuted columns: count levels per row, over all its groups
+            assert len(torch.unique(Q[c, 0])) <= 2**cfg.bits * (W.shape[1] // g)
+            continue
+        for j in range(0, W.shape[1], g):
+            assert len(torch.unique(Q[c, 0, j : j + g])) <= 2**cfg.bits
+
+
+def test_act_order_returns_columns_in_the_original_order():
+    X, W = correlated_inputs(), weights()
+    Q = gptq(W, hessian(X), [QuantConfig(8, -1)], act_order=True)[0]
+    assert (Q - W).abs().max() < 0.05  # 8-bit per-channel: close to W, column for column
+
+
+def test_dead_inputs_zero_their_weights():
+    X = correlated_inputs()
+    X[:, 5] = 0.0
+    Q = gptq(weights(), hessian(X), [QuantConfig(4, 32)])[0]
+    assert torch.all(Q[:, 5] == 0)
+
+
+def test_symmetric_zero_point_is_the_grid_centre():
+    w = weights().unsqueeze(0)
+    scale, zero = find_params(w, torch.tensor([4]), torch.tensor([True]))
+    assert torch.all(zero == 8)
+    q = quantize(w, scale, zero, torch.tensor([4]))
+    steps = q / scale[..., None]
+    assert torch.allclose(steps, steps.round(), atol=1e-4)  # every value is a whole number of steps from 0
