@@ -33,7 +33,7 @@ from advisor.schema import (
     TaskAnswer,
     TierAnswer,
 )
-from fit.law import LawCoef, denormalize, effective_group_size, four_factor
+from fit.law import LawCoef, denormalize, effective_group_size, log_neg_log_acc
 
 DEFAULT_BITS = (2, 3, 4, 8)
 DEFAULT_GROUPS = (32, 64, 128, 256, -1)
@@ -62,9 +62,17 @@ def _coef(law: LawFit) -> tuple[LawCoef, int]:
 
 
 def law_draws(law: LawFit, params: float, bits: np.ndarray, group: np.ndarray, calib: np.ndarray) -> np.ndarray:
-    """Predicted chance-adjusted accuracy, shape (S, M): S draws (1 without draws) by M configurations."""
+    """Predicted chance-adjusted accuracy, shape (S, M): S draws (1 without draws) by M configurations.
+
+    With an 'omega' draw (Bayesian profiles), each draw also carries one model-level deviation from the law,
+    shared by all configurations: the predictive distribution for this model, not only the law's mean.
+    """
     coef, _ = _coef(law)
-    return np.asarray(four_factor(coef, params, bits[None, :], group[None, :], calib[None, :]))
+    z = np.asarray(log_neg_log_acc(coef, params, bits[None, :], group[None, :], calib[None, :]))
+    if law.draws and "omega" in law.draws:
+        omega = np.asarray(law.draws["omega"], float)[:, None]
+        z = z + omega * np.random.default_rng(0).standard_normal(omega.shape)  # seeded: answers are reproducible
+    return np.exp(-np.exp(z))
 
 
 def _interval(samples: np.ndarray) -> Interval:

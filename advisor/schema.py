@@ -43,7 +43,11 @@ class LawFit(_Strict):
         default_factory=dict, description="exponents the data cannot identify, pinned to the paper's values"
     )
     se: dict[str, float] = Field(default_factory=dict, description="standard errors of fitted coefficients")
-    draws: dict[str, list[float]] | None = Field(default=None, description="draws of each coefficient, aligned")
+    draws: dict[str, list[float]] | None = Field(
+        default=None,
+        description="aligned draws of each coefficient; 'omega', when present, is the sd of a new model's "
+        "deviation from the law on the ln(-ln Acc_adj) scale, drawn once per draw and shared by its configurations",
+    )
     n_rows: int
     r2: float | None = None
     adj_r2: float | None = None
@@ -70,6 +74,21 @@ class DataSummary(_Strict):
     excluded: dict[str, int] = Field(default_factory=dict, description="rows left out, by reason")
 
 
+class FitDiagnostics(_Strict):
+    """How well the Bayesian fit behind a profile converged (absent for OLS profiles)."""
+
+    method: Literal["nuts", "svi"]
+    r_hat_max: dict[str, float] = Field(default_factory=dict, description="parameter group -> max split R-hat")
+    ess_min: dict[str, float] = Field(default_factory=dict, description="parameter group -> min bulk ESS")
+    divergences: int = 0
+    num_chains: int = 1
+    num_draws: int = 0
+    svi_converged: bool | None = None
+    problems: list[str] = Field(default_factory=list, description="failed checks; non-empty only when forced")
+    forced: bool = False
+    seconds: float | None = None
+
+
 class Profile(_Strict):
     schema_version: int
     name: str
@@ -89,6 +108,8 @@ class Profile(_Strict):
     data: DataSummary
     command: str = Field(description="the command that regenerates this profile")
     strata_version: str
+    diagnostics: FitDiagnostics | None = None
+    likelihood: str | None = Field(default=None, description="Bayesian fits: binomial or beta_binomial")
 
 
 def load_profile(path: str | Path) -> Profile:
