@@ -49,14 +49,26 @@ def run(
     no_published: Annotated[bool, typer.Option("--no-published", help="read the store only")] = False,
     tier_map: Annotated[Path | None, typer.Option(help="task -> tier map YAML (default: strata's)")] = None,
     include_suspect: Annotated[bool, typer.Option(help="also fit rows flagged SUSPECT in their source")] = False,
-    engine: Annotated[str, typer.Option(help="ols (the paper's procedure)")] = "ols",
+    engine: Annotated[
+        str, typer.Option(help="ols (the paper's procedure), nuts (Bayesian, default inference), svi (fast path)")
+    ] = "ols",
+    joint: Annotated[
+        list[str] | None, typer.Option(help="nuts/svi: also fit this preset's family, sharing the prior (repeatable)")
+    ] = None,
+    warmup: Annotated[int, typer.Option(help="NUTS warmup steps per chain")] = 500,
+    samples: Annotated[int, typer.Option(help="NUTS draws per chain")] = 500,
+    chains: Annotated[int, typer.Option(help="NUTS chains")] = 2,
+    svi_steps: Annotated[int, typer.Option(help="SVI optimizer steps")] = 4000,
+    seed: Annotated[int, typer.Option(help="random seed of the inference")] = 0,
+    likelihood: Annotated[str, typer.Option(help="beta_binomial or binomial")] = "beta_binomial",
+    force: Annotated[bool, typer.Option(help="write the profile even if R-hat/ESS/divergences fail (marked)")] = False,
 ) -> None:
     """Fit a profile and write it as JSON."""
     from calibrate.published import PublishedDataError
     from calibrate.store import StoreError
     from calibrate.tiermap import TierMapError
     from fit.ols import FitError
-    from fit.pipeline import fit_profile
+    from fit.pipeline import BayesOptions, fit_profile
 
     try:
         profile = fit_profile(
@@ -71,13 +83,23 @@ def run(
             include_suspect=include_suspect,
             engine=engine,
             command=" ".join(["fit", *map(shlex.quote, sys.argv[1:])]),
+            bayes=BayesOptions(
+                joint_with=tuple(joint or ()),
+                num_warmup=warmup,
+                num_samples=samples,
+                num_chains=chains,
+                svi_steps=svi_steps,
+                seed=seed,
+                likelihood=likelihood,
+                force=force,
+            ),
         )
     except (FitError, StoreError, TierMapError, PublishedDataError) as exc:
         _fail(str(exc))
         return
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(profile.model_dump_json(indent=1, exclude_none=True) + "\n")
-    fits = ", ".join(f"{t} adj R² {law.adj_r2:.3f}" for t, law in profile.tiers.items())
+    fits = ", ".join(f"{t} adj R² {law.adj_r2:.3f}" for t, law in profile.tiers.items() if law.adj_r2 is not None)
     typer.echo(f"wrote {out}: {profile.data.n_rows} rows, {fits}", err=True)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from advisor import catalog
@@ -13,6 +14,7 @@ from fit.ols import FitError
 from fit.presets import PRESETS
 from fit.profiles import FitSpec, Rows, build_profile, select
 
+ENGINES = ("ols", "nuts", "svi")
 SHIPPED_PUBLISHED = Path(__file__).resolve().parent.parent / "calibrate" / "data" / "published"
 
 
@@ -37,13 +39,17 @@ def fit_profile(
     include_suspect: bool,
     engine: str,
     command: str,
+    bayes: BayesOptions | None = None,
 ) -> Profile:
     """Build the FitSpec from a preset or options, gather rows, and fit."""
-    if engine != "ols":
-        raise FitError(f"unknown engine {engine!r}; use ols")
+    if engine not in ENGINES:
+        raise FitError(f"unknown engine {engine!r}; use one of {', '.join(ENGINES)}")
     if preset is not None:
         spec = spec_for(preset)
         command = f"fit run --preset {preset} --out profiles/{preset}.json"
+        if engine != "ols":
+            joint = "".join(f" --joint {p}" for p in (bayes.joint_with if bayes else ()) if p != preset)
+            command = f"fit run --preset {preset} --engine {engine}{joint} --out profiles/{preset}.json"
     else:
         if not families:
             raise FitError("name the model family to fit with --family (e.g. --family Qwen3), or use --preset")
@@ -57,7 +63,66 @@ def fit_profile(
     if include_suspect:
         spec = FitSpec(**{**spec.__dict__, "include_suspect": True})
     quant, ref = gather(spec, store=store, published=published, tier_map=tier_map)
-    return build_profile(quant, ref, spec, command)
+    if engine == "ols":
+        return build_profile(quant, ref, spec, command)
+    return fit_bayes(spec, quant, ref, command, engine=engine, bayes=bayes, store=store, published=published,
+                     tier_map=tier_map)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class BayesOptions:
+    """Inference settings for `fit run --engine nuts|svi` (the model itself is fit.bayes.stratified_law)."""
+
+    joint_with: tuple[str, ...] = ()  # presets fitted jointly, sharing the population prior
+    num_warmup: int = 500
+    num_samples: int = 500
+    num_chains: int = 2
+    svi_steps: int = 4000
+    seed: int = 0
+    likelihood: str = "beta_binomial"
+    force: bool = False
+
+
+def fit_bayes(
+    spec: FitSpec,
+    quant: Rows,
+    ref: Rows,
+    command: str,
+    *,
+    engine: str,
+    bayes: BayesOptions | None,
+    store: Path | None,
+    published: Path | str | None,
+    tier_map: Path | None,
+) -> Profile:
+    """Fit the hierarchical model on this spec's rows (and any joint presets'), gate on diagnostics, build."""
+    from fit.bayes_profile import bayes_profile, diagnostics_of, fit_data
+    from fit.infer import Thresholds, run_nuts, run_svi
+
+    opts = bayes or BayesOptions()
+    parts = {spec.name: quant}
+    for other in opts.joint_with:
+        if other != spec.name:
+            parts[other] = gather(spec_for(other), store=store, published=published, tier_map=tier_map)[0]
+    data = fit_data(parts)
+    try:
+        if engine == "nuts":
+            post = run_nuts(data, num_warmup=opts.num_warmup, num_samples=opts.num_samples,
+                            num_chains=opts.num_chains, seed=opts.seed, likelihood=opts.likelihood)  # fmt: skip
+        else:
+            post = run_svi(data, steps=opts.svi_steps, seed=opts.seed, likelihood=opts.likelihood)
+    except ValueError as exc:  # bad data: one line from FitData.validate
+        raise FitError(str(exc)) from None
+    thresholds = Thresholds()
+    problems = post.diagnostics.problems(thresholds)
+    if problems and not opts.force:
+        raise FitError(
+            f"the {engine} fit fails its diagnostics ({'; '.join(problems)}); no profile written: "
+            "run longer (--samples/--warmup/--svi-steps) or pass --force to write it marked as failed"
+        )
+    return bayes_profile(
+        post, spec.name, quant, ref, spec, command, diagnostics_of(post, thresholds, forced=bool(problems))
+    )
 
 
 def spec_for(preset: str) -> FitSpec:

@@ -1,0 +1,161 @@
+"""From stored rows to a Bayesian fit and back to profiles: the bridge between `fit.profiles` and `fit.bayes`.
+
+Each preset's rows form one family of the hierarchical model (its name is the preset's), so fitting several
+presets together lets their tier laws share the population prior. A profile then carries, per tier and per task,
+thinned posterior draws of that family's law plus ``omega`` (the sd of a new model's deviation from the law),
+the posterior means as point coefficients, and fit metrics computed like OLS's for comparison. The (N, B)
+baseline and the 16-bit law stay OLS fits: they are references, not what the advisor decides on.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+
+from advisor.schema import PROFILE_SCHEMA_VERSION, Coef, FitDiagnostics, LawFit, Profile, TaskLaw
+from fit.bayes import FitData
+from fit.infer import Posterior, Thresholds
+from fit.law import FEATURES, LawCoef, four_factor, linearize
+from fit.ols import FitError
+from fit.profiles import BITS_SUPPORTED, TIERS, FitSpec, Obs, Rows, _fit, _summary, _version, task_obs, tier_obs
+
+PROFILE_DRAWS = 200
+
+
+def fit_data(parts: dict[str, Rows]) -> FitData:
+    """One FitData from several presets' rows (family = preset name); rows in no tier are left out."""
+    cols: dict[str, list] = {k: [] for k in ("params", "bits", "group_size", "calib_samples", "correct", "n",
+                                             "chance", "task", "tier", "family")}  # fmt: skip
+    for family, rows in parts.items():
+        obs = task_obs(rows, lambda r: r.tier is not None)
+        placed = [r for r in rows.rows if r.tier is not None]
+        if not placed:
+            continue
+        n = np.array([r.n_items or 0 for r in placed])
+        if np.any(n <= 0):
+            bad = next(r for r in placed if not r.n_items)
+            raise FitError(f"task {bad.task} has no item count: add `items:` to the tier map for a count likelihood")
+        acc = np.array([r.accuracy for r in placed], float)
+        correct = np.array(
+            [r.correct if r.correct is not None else round(a * k) for r, a, k in zip(placed, acc, n, strict=True)]
+        )
+        cols["params"] += list(obs.params)
+        cols["bits"] += list(obs.bits)
+        cols["group_size"] += list(obs.group)
+        cols["calib_samples"] += list(obs.calib)
+        cols["correct"] += list(correct)
+        cols["n"] += list(n)
+        cols["chance"] += [r.chance or 0.0 for r in placed]
+        cols["task"] += [r.task for r in placed]
+        cols["tier"] += [r.tier for r in placed]
+        cols["family"] += [family] * len(placed)
+    if not cols["task"]:
+        raise FitError("no rows in any tier to fit")
+    return FitData.from_records(**cols)
+
+
+def _thin(a: np.ndarray, k: int = PROFILE_DRAWS) -> np.ndarray:
+    idx = np.linspace(0, a.shape[0] - 1, min(k, a.shape[0])).round().astype(int)
+    return a[idx]
+
+
+def _law_fit(coef: LawCoef, omega: np.ndarray | None, obs: Obs) -> LawFit:
+    """Posterior draws of one law as a LawFit, with OLS-comparable metrics of its posterior-mean law."""
+    arrays = {k: np.asarray(v, float) for k, v in zip(FEATURES, coef.as_tuple(), strict=True)}
+    point = LawCoef(*(float(arrays[k].mean()) for k in FEATURES))
+    draws = {k: [round(float(x), 6) for x in _thin(v)] for k, v in arrays.items()}
+    if omega is not None:
+        draws["omega"] = [round(float(x), 6) for x in _thin(np.asarray(omega, float))]
+    r2 = adj = mae = None
+    clipped = 0
+    if len(obs):
+        z, mask = linearize(obs.y_adj, obs.n)
+        zhat = np.log(-np.log(four_factor(point, obs.params, obs.bits, obs.group, obs.calib)))
+        ss_res, ss_tot = float(((z - zhat) ** 2).sum()), float(((z - z.mean()) ** 2).sum())
+        if ss_tot > 0:
+            r2 = 1 - ss_res / ss_tot
+            dof = len(obs) - len(FEATURES)
+            adj = 1 - (1 - r2) * (len(obs) - 1) / dof if dof > 0 else None
+        pred = four_factor(point, obs.params, obs.bits, obs.group, obs.calib)
+        mae = float(np.mean(np.abs(pred - obs.y_adj)))
+        clipped = int(mask.sum())
+    return LawFit(
+        coef=Coef(**{k: float(getattr(point, k)) for k in FEATURES}),
+        se={k: round(float(v.std()), 6) for k, v in arrays.items()},
+        draws=draws,
+        n_rows=len(obs),
+        r2=None if r2 is None else round(r2, 6),
+        adj_r2=None if adj is None else round(adj, 6),
+        mae_adj=None if mae is None else round(mae, 6),
+        n_clipped=clipped,
+    )
+
+
+def diagnostics_of(post: Posterior, thresholds: Thresholds, *, forced: bool) -> FitDiagnostics:
+    d = post.diagnostics
+    return FitDiagnostics(
+        method="svi" if post.method == "svi" else "nuts",
+        r_hat_max={k: round(float(v), 4) for k, v in d.r_hat.items()},
+        ess_min={k: round(float(v), 1) for k, v in d.ess.items()},
+        divergences=int(d.divergences),
+        num_chains=int(d.num_chains),
+        num_draws=int(d.num_draws),
+        svi_converged=None if d.svi is None else bool(d.svi.converged),
+        problems=d.problems(thresholds),
+        forced=forced,
+        seconds=round(float(post.seconds), 2),
+    )
+
+
+def bayes_profile(
+    post: Posterior, family: str, quant: Rows, ref: Rows, spec: FitSpec, command: str, diag: FitDiagnostics
+) -> Profile:
+    """The profile of one family of a joint posterior."""
+    omega = post.hyper.get("omega")
+    tiers, baseline, unquantized, tasks = {}, {}, {}, {}
+    for t in TIERS:
+        if t not in post.tier_names or family not in post.family_names:
+            continue
+        obs = tier_obs(quant, t)
+        if len(obs) == 0:
+            continue
+        ti = post.tier_names.index(t)
+        tiers[t] = _law_fit(post.coef(family, tier=t), None if omega is None else omega[:, ti], obs)
+        baseline[t] = _fit(obs, t, FEATURES[:3], draws=False)
+        ref_obs = tier_obs(ref, t)
+        if len(ref_obs) >= 3 and np.unique(ref_obs.params).size >= 2:
+            unquantized[t] = _fit(ref_obs, t, FEATURES[:2], draws=True)
+    for k, task in enumerate(post.task_names):
+        obs = task_obs(quant, lambda r, task=task: r.task == task)  # type: ignore[misc]
+        if len(obs) == 0:
+            continue
+        tier = post.tier_names[int(post.task_tier[k])]
+        law = _law_fit(
+            post.coef(family, task=task), None if omega is None else omega[:, post.tier_names.index(tier)], obs
+        )
+        chance = next(r.chance for r in quant.rows if r.task == task) or 0.0
+        tasks[task] = TaskLaw.model_validate({**law.model_dump(), "tier": tier, "chance": chance})
+    if not tiers:
+        raise FitError(f"the posterior has no tier law for {family}")
+    general = _fit(tier_obs(quant, None), "general", FEATURES, draws=False)
+    return Profile(
+        schema_version=PROFILE_SCHEMA_VERSION,
+        name=spec.name,
+        description=spec.description,
+        families=list(spec.families),
+        applies_to=list(spec.applies_to or spec.families),
+        method=spec.method,
+        engine="svi" if post.method == "svi" else "nuts",
+        likelihood=post.likelihood,
+        bits_supported=BITS_SUPPORTED,
+        tiers=tiers,
+        general=general,
+        baseline=baseline,
+        unquantized=unquantized,
+        tasks=tasks,
+        data=_summary(quant, spec, Counter(quant.excluded)),
+        command=command,
+        strata_version=_version(),
+        diagnostics=diag,
+    )
