@@ -1,0 +1,319 @@
+"""The synthetic knowledge world: a seeded set of facts, a training corpus, and one probe task per tier.
+
+Real benchmarks cannot be downloaded here and a random-weight model scores at chance, so the project builds its
+own testbed: a small world whose facts a tiny model can learn in minutes, and probes in which each tier depends on
+what its name says.
+
+The world
+    People, organisations, cities and countries, each named by one made-up word (one token of the word-level
+    tokenizer, so a ~100k-parameter model can store them). Every person has a birth city and an employer; every
+    organisation has a head-office city; every city lies in a country. People are split in two halves: *demo*
+    people, for whom the corpus also shows question and chain forms, and *probe* people, on whom all three tiers
+    are measured. The tiers therefore differ only in the form of the question, never in the facts behind it.
+
+The corpus
+    Every fact is written in several paraphrase templates (``STATEMENTS``), with the entity at different positions,
+    so that a fact is stored in a form that can be extracted, not only continued. Demo people additionally get the
+    question forms (``QUESTIONS``) and the two-hop chain forms (``CHAINS``); probe people never do.
+
+Why each tier measures what its name says
+    KM (memorization): "<person> was born in ___" / "<person> works for ___", the first statement template, which
+    the corpus contains for that very person. Answering needs only recall of a trained string.
+    KA (application): "Question: In which city was <person> born? Answer: ___". The question form was learned on
+    demo people only; for a probe person it never occurs in training, so the model must apply a stored fact in a
+    form it has seen only for other entities.
+    KR (reasoning): "Question: Where is the employer of <person> based? Answer: <person> works for <org>, which is
+    based in <city>." (and the birth city -> country chain). Each choice is a two-step inference; the corpus
+    holds each step as a separate fact, never the chain for a probe person. The three distractors each break
+    exactly one link: (right org, wrong city), (wrong org with its own true city), (wrong org, right final city).
+    A model that knows only the first hop can rule out two choices, one that knows only the second hop can rule
+    out two others; only a model that holds *both* facts and composes them picks the answer reliably.
+All probes are 4-way multiple choice over entities of the same type (chance 0.25), scored by lm-eval's summed
+log-likelihood of each choice.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+# Paraphrase templates, one list per relation. The first template of each relation is the KM probe form.
+STATEMENTS: dict[str, list[str]] = {
+    "born": [
+        "{p} was born in {c} .",
+        "{p} is a native of {c} .",
+        "The birthplace of {p} is {c} .",
+        "{c} is the home town of {p} .",
+    ],
+    "works": [
+        "{p} works for {o} .",
+        "{p} is employed by {o} .",
+        "The employer of {p} is {o} .",
+        "{o} pays the salary of {p} .",
+    ],
+    "based": [
+        "{o} is based in {c} .",
+        "{o} has its head office in {c} .",
+        "The head office of {o} is in {c} .",
+    ],
+    "country": [
+        "{c} is a city in {k} .",
+        "{c} lies in {k} .",
+        "{k} is the country of {c} .",
+    ],
+}
+# Question forms (KA): shown in training for demo people only.
+QUESTIONS: dict[str, str] = {
+    "born": "Question : In which city was {p} born ? Answer :",
+    "works": "Question : Which organisation does {p} work for ? Answer :",
+}
+# Two-hop chains (KR): question prefix and the chained answer; shown in training for demo people only.
+CHAINS: dict[str, tuple[str, str]] = {
+    "works_based": (
+        "Question : Where is the employer of {p} based ? Answer :",
+        "{p} works for {o} , which is based in {c} .",
+    ),
+    "born_country": ("Question : In which country was {p} born ? Answer :", "{p} was born in {c} , a city in {k} ."),
+}
+
+_ONSETS = ["b", "d", "f", "g", "k", "l", "m", "n", "p", "r", "s", "t", "v", "z", "br", "dr", "kr", "st", "tr", "sh"]
+_VOWELS = ["a", "e", "i", "o", "u", "ai", "ei", "ou"]
+_CODAS = ["", "", "n", "r", "l", "s", "th", "x"]
+
+
+@dataclass(frozen=True)
+class WorldSpec:
+    """Sizes of a world. The defaults are small enough for a ~100k-parameter model to learn on a CPU in minutes."""
+
+    seed: int = 0
+    people: int = 240
+    orgs: int = 24
+    cities: int = 16
+    countries: int = 6
+
+
+@dataclass
+class World:
+    spec: WorldSpec
+    people: list[str]
+    orgs: list[str]
+    cities: list[str]
+    countries: list[str]
+    born: dict[str, str]  # person -> city
+    works: dict[str, str]  # person -> org
+    based: dict[str, str]  # org -> city
+    country: dict[str, str]  # city -> country
+    demo: list[str]  # people whose question and chain forms are in the corpus
+    probe: list[str]  # people on whom the tiers are measured
+
+
+def _names(rng: random.Random, n: int, taken: set[str], syllables: tuple[int, int]) -> list[str]:
+    """n unique capitalised pseudo-words, none in ``taken`` (which is updated)."""
+    out: list[str] = []
+    while len(out) < n:
+        k = rng.randint(*syllables)
+        word = "".join(rng.choice(_ONSETS) + rng.choice(_VOWELS) for _ in range(k)) + rng.choice(_CODAS)
+        word = word.capitalize()
+        if word not in taken:
+            taken.add(word)
+            out.append(word)
+    return out
+
+
+def generate(spec: WorldSpec | None = None) -> World:
+    """The world for ``spec``; the same spec always gives the same world."""
+    spec = spec or WorldSpec()
+    if spec.people < 4 or spec.orgs < 4 or spec.cities < 4 or spec.countries < 2:
+        raise ValueError("a world needs >= 4 people, orgs and cities (4-way choices) and >= 2 countries")
+    rng = random.Random(spec.seed)
+    # Template words must never be entity names, or the tokenizer would merge a name with a function word.
+    taken = set(_template_words())
+    countries = _names(rng, spec.countries, taken, (2, 2))
+    cities = _names(rng, spec.cities, taken, (2, 3))
+    orgs = _names(rng, spec.orgs, taken, (3, 3))
+    people = _names(rng, spec.people, taken, (2, 3))
+    # Balanced assignments (round robin, then shuffled) so every value has enough holders to serve as a distractor
+    # and no value is so frequent that a frequency prior alone scores above chance.
+    country = dict(zip(cities, _balanced(rng, countries, len(cities)), strict=True))
+    based = dict(zip(orgs, _balanced(rng, cities, len(orgs)), strict=True))
+    born = dict(zip(people, _balanced(rng, cities, len(people)), strict=True))
+    works = dict(zip(people, _balanced(rng, orgs, len(people)), strict=True))
+    order = people[:]
+    rng.shuffle(order)
+    half = len(order) // 2
+    return World(spec, people, orgs, cities, countries, born, works, based, country, order[:half], order[half:])
+
+
+def _balanced(rng: random.Random, values: list[str], n: int) -> list[str]:
+    out = [values[i % len(values)] for i in range(n)]
+    rng.shuffle(out)
+    return out
+
+
+# --- the training corpus ------------------------------------------------------------------------------------------
+
+
+def corpus(world: World) -> list[str]:
+    """All training lines: every fact in every paraphrase; question and chain forms for demo people only."""
+    lines: list[str] = []
+    for p in world.people:
+        lines += [t.format(p=p, c=world.born[p]) for t in STATEMENTS["born"]]
+        lines += [t.format(p=p, o=world.works[p]) for t in STATEMENTS["works"]]
+    for o in world.orgs:
+        lines += [t.format(o=o, c=world.based[o]) for t in STATEMENTS["based"]]
+    for c in world.cities:
+        lines += [t.format(c=c, k=world.country[c]) for t in STATEMENTS["country"]]
+    for p in world.demo:
+        lines += _qa_lines(world, p)
+    return lines
+
+
+def _qa_lines(world: World, p: str) -> list[str]:
+    o, c = world.works[p], world.born[p]
+    q_born, q_works = QUESTIONS["born"].format(p=p), QUESTIONS["works"].format(p=p)
+    (q1, a1), (q2, a2) = CHAINS["works_based"], CHAINS["born_country"]
+    return [
+        f"{q_born} {c}",
+        f"{q_works} {o}",
+        f"{q1.format(p=p)} {a1.format(p=p, o=o, c=world.based[o])}",
+        f"{q2.format(p=p)} {a2.format(p=p, c=c, k=world.country[c])}",
+    ]
+
+
+def _template_words() -> set[str]:
+    templates = [t for ts in STATEMENTS.values() for t in ts] + list(QUESTIONS.values())
+    templates += [part for pair in CHAINS.values() for part in pair]
+    return {w for t in templates for w in t.split() if not w.startswith("{")}
+
+
+def vocabulary(world: World) -> list[str]:
+    """Every word the corpus and the probes can contain, sorted (the word-level tokenizer's vocabulary)."""
+    words = set(world.people) | set(world.orgs) | set(world.cities) | set(world.countries) | _template_words()
+    return sorted(words)
+
+
+# --- the probe tasks --------------------------------------------------------------------------------------------
+
+
+def _distractors(rng: random.Random, pool: list[str], answer: str, k: int = 3) -> list[str]:
+    return rng.sample([v for v in pool if v != answer], k)
+
+
+def _item(rng: random.Random, query: str, answer: str, wrong: list[str], **meta: Any) -> dict[str, Any]:
+    choices = [answer, *wrong]
+    rng.shuffle(choices)
+    return {"query": query, "choices": choices, "gold": choices.index(answer), **meta}
+
+
+def probes(world: World) -> dict[str, list[dict[str, Any]]]:
+    """The three probe tasks, keyed by tier; every item records the facts it rests on (``facts``)."""
+    rng = random.Random(world.spec.seed + 1)
+    km: list[dict[str, Any]] = []
+    ka: list[dict[str, Any]] = []
+    kr: list[dict[str, Any]] = []
+    for p in world.probe:
+        c, o = world.born[p], world.works[p]
+        born_fact = STATEMENTS["born"][0].format(p=p, c=c)
+        works_fact = STATEMENTS["works"][0].format(p=p, o=o)
+        km.append(_item(rng, f"{p} was born in", c, _distractors(rng, world.cities, c), entity=p, facts=[born_fact]))
+        km.append(_item(rng, f"{p} works for", o, _distractors(rng, world.orgs, o), entity=p, facts=[works_fact]))
+        ka.append(
+            _item(
+                rng, QUESTIONS["born"].format(p=p), c, _distractors(rng, world.cities, c), entity=p, facts=[born_fact]
+            )
+        )
+        ka.append(
+            _item(
+                rng, QUESTIONS["works"].format(p=p), o, _distractors(rng, world.orgs, o), entity=p, facts=[works_fact]
+            )
+        )
+        kr.append(_chain_item(rng, world, p, "works_based"))
+        kr.append(_chain_item(rng, world, p, "born_country"))
+    return {"KM": km, "KA": ka, "KR": kr}
+
+
+def _chain_item(rng: random.Random, world: World, p: str, kind: str) -> dict[str, Any]:
+    """A two-hop item whose three distractors each break exactly one link of the chain (see module docstring)."""
+    question, answer = CHAINS[kind]
+    if kind == "works_based":
+        first, hop1, hop2, pool1, pool2 = world.works[p], world.works, world.based, world.orgs, world.cities
+        fill = lambda x, y: answer.format(p=p, o=x, c=y)  # noqa: E731
+        facts = [STATEMENTS["works"][0].format(p=p, o=first), STATEMENTS["based"][0].format(o=first, c=hop2[first])]
+    else:
+        first, hop1, hop2, pool1, pool2 = world.born[p], world.born, world.country, world.cities, world.countries
+        fill = lambda x, y: answer.format(p=p, c=x, k=y)  # noqa: E731
+        facts = [STATEMENTS["born"][0].format(p=p, c=first), STATEMENTS["country"][0].format(c=first, k=hop2[first])]
+    del hop1  # the first hop is the person's own fact, ``first``
+    end = hop2[first]
+    # Wrong first hops whose own second hop differs from the true end, so the "consistent but wrong" chain and the
+    # "wrong first hop, right end" chain are both genuinely wrong.
+    others = [x for x in pool1 if x != first and hop2[x] != end]
+    wrong_mid, wrong_mid2 = rng.sample(others, 2)
+    wrong_end = rng.choice([y for y in pool2 if y != end])
+    wrong = [fill(first, wrong_end), fill(wrong_mid, hop2[wrong_mid]), fill(wrong_mid2, end)]
+    return _item(rng, question.format(p=p), fill(first, end), wrong, entity=p, facts=facts)
+
+
+# --- writing the tasks for lm-eval -----------------------------------------------------------------------------
+
+TASK_NAMES = {"KM": "strata_world_km", "KA": "strata_world_ka", "KR": "strata_world_kr"}
+PROBE_FIELDS = ("query", "choices", "gold")
+
+
+def task_yaml(name: str, data_file: str) -> str:
+    """A local lm-eval multiple-choice task over a JSONL file next to it (loaded by calibrate.evaluate)."""
+    return (
+        f"task: {name}\n"
+        "dataset_path: json\n"
+        # lm-eval resolves data paths against the working directory, not the YAML; strata's loader reads the file
+        # relative to the task folder (passed as TaskManager metadata) and validates every row.
+        "custom_dataset: !function calibrate.evaluate.load_probe_dataset\n"
+        f"dataset_kwargs:\n  data_file: {data_file}\n"
+        "test_split: test\n"
+        "output_type: multiple_choice\n"
+        'doc_to_text: "{{query}}"\n'
+        "doc_to_choice: choices\n"
+        "doc_to_target: gold\n"
+        "metric_list:\n  - metric: acc\n    aggregation: mean\n    higher_is_better: true\n"
+        "metadata:\n  version: 1.0\n"
+    )
+
+
+def tier_map_yaml(include_path: str, items: dict[str, int]) -> str:
+    lines = [
+        "# Tier map of the synthetic knowledge world (calibrate/world.py); written by `python -m calibrate.train`.",
+        "schema_version: 1",
+        f"include_path: {include_path}",
+        "tasks:",
+    ]
+    why = {
+        "KM": "recall of a trained fact in its trained form",
+        "KA": "a trained fact asked in a question form never seen for that person",
+        "KR": "two-hop chain; each hop is a separate trained fact, the chain is never seen for that person",
+    }
+    for tier, name in TASK_NAMES.items():
+        lines.append(
+            f'  {name}: {{tier: {tier}, chance: 0.25, items: {items[tier]}, evidence: synthetic, why: "{why[tier]}"}}'
+        )
+    return "\n".join(lines) + "\n"
+
+
+def write_tasks(world: World, out_dir: str | Path, include_dir: str = "tasks") -> Path:
+    """Write the tier map (``tier_map.yaml``) and its three tasks (YAML + JSONL) under ``out_dir``; return the map."""
+    out = Path(out_dir)
+    task_dir = out / include_dir
+    task_dir.mkdir(parents=True, exist_ok=True)
+    items: dict[str, int] = {}
+    for tier, rows in probes(world).items():
+        name = TASK_NAMES[tier]
+        with open(task_dir / f"{name}.jsonl", "w") as fh:
+            for row in rows:
+                fh.write(json.dumps(row) + "\n")
+        (task_dir / f"{name}.yaml").write_text(task_yaml(name, f"{name}.jsonl"))
+        items[tier] = len(rows)
+    path = out / "tier_map.yaml"
+    path.write_text(tier_map_yaml(include_dir, items))
+    return path

@@ -1,0 +1,102 @@
+"""The synthetic world: determinism, and that each tier's probes depend on what the tier's name says."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+from calibrate import tokenizer as wtok
+from calibrate import world as W
+from calibrate.evaluate import read_probe_rows
+from calibrate.tiermap import load_tier_map
+
+
+def test_same_seed_same_world_corpus_and_probes() -> None:
+    a, b = W.generate(W.WorldSpec(seed=3)), W.generate(W.WorldSpec(seed=3))
+    assert W.corpus(a) == W.corpus(b)
+    assert W.probes(a) == W.probes(b)
+    assert W.corpus(W.generate(W.WorldSpec(seed=4))) != W.corpus(a)
+
+
+def test_names_are_unique_across_types_and_single_tokens() -> None:
+    w = W.generate()
+    names = w.people + w.orgs + w.cities + w.countries
+    assert len(set(names)) == len(names)
+    tok = wtok.build(W.vocabulary(w))
+    for name in names:
+        assert tok.encode(name).tokens == [name]
+    unk = wtok.UNK
+    for line in W.corpus(w):
+        assert unk not in tok.encode(line).tokens
+
+
+def test_km_probe_is_a_trained_sentence_for_that_person() -> None:
+    w = W.generate()
+    corpus = set(W.corpus(w))
+    for item in W.probes(w)["KM"]:
+        assert f"{item['query']} {item['choices'][item['gold']]} ." in corpus
+
+
+def test_ka_question_form_never_appears_in_training_for_that_person() -> None:
+    w = W.generate()
+    text = W.corpus(w)
+    probe_people = set(w.probe)
+    for item in W.probes(w)["KA"]:
+        assert item["entity"] in probe_people
+        assert not any(line.startswith(item["query"]) for line in text)
+        assert all(f in text for f in item["facts"])  # the fact itself is trained, in statement form
+    # ... but the same question form is trained on other (demo) people, so the form itself can be learned.
+    for form in W.QUESTIONS.values():
+        prefix = form.split("{p}")[0]
+        assert sum(line.startswith(prefix) for line in text) == len(w.demo)
+
+
+def test_kr_items_rest_on_two_trained_facts_never_on_a_trained_chain() -> None:
+    w = W.generate()
+    text = W.corpus(w)
+    lines = set(text)
+    for item in W.probes(w)["KR"]:
+        assert len(item["facts"]) == 2 and all(f in lines for f in item["facts"])
+        answer = item["choices"][item["gold"]]
+        assert not any(answer in line for line in text)  # the composed chain is never seen for this person
+        assert len(set(item["choices"])) == 4
+
+
+def test_kr_distractors_each_break_one_link() -> None:
+    w = W.generate()
+    for item in W.probes(w)["KR"]:
+        if "employer" not in item["query"]:
+            continue
+        p = item["entity"]
+        org, city = w.works[p], w.based[w.works[p]]
+        parsed = [
+            (c.split(" works for ")[1].split(" ,")[0], c.split("based in ")[1].rstrip(" .")) for c in item["choices"]
+        ]
+        right_org = [pc for pc in parsed if pc[0] == org]
+        right_city = [pc for pc in parsed if pc[1] == city]
+        consistent = [pc for pc in parsed if w.based[pc[0]] == pc[1]]
+        # Knowing hop 1 alone leaves two choices, hop 2 alone leaves two; only both together single out the gold.
+        assert len(right_org) == 2 and len(consistent) == 2 and len(right_city) == 2
+        assert set(right_org) & set(consistent) == {(org, city)}
+
+
+def test_probes_are_balanced_four_way_choices() -> None:
+    w = W.generate()
+    for tier, items in W.probes(w).items():
+        assert len(items) == 2 * len(w.probe), tier
+        assert all(len(i["choices"]) == 4 for i in items)
+        golds = Counter(i["gold"] for i in items)
+        assert min(golds.values()) > len(items) / 8  # gold position is shuffled, not fixed
+
+
+def test_written_tasks_load_as_a_tier_map_with_valid_rows(tmp_path) -> None:
+    w = W.generate()
+    path = W.write_tasks(w, tmp_path)
+    tm = load_tier_map(path)
+    assert {s.tier for s in tm.tasks.values()} == {"KM", "KA", "KR"}
+    assert all(s.chance == 0.25 and s.evidence == "synthetic" for s in tm.tasks.values())
+    for name, spec in tm.tasks.items():
+        rows = read_probe_rows(tmp_path / "tasks" / f"{name}.jsonl")
+        assert len(rows) == spec.items
+        first = json.loads((tmp_path / "tasks" / f"{name}.jsonl").read_text().splitlines()[0])
+        assert first["facts"]  # the evidence each item rests on is written next to it
