@@ -110,6 +110,9 @@ def validate(
         str | None, typer.Option(help="also fit this preset and predict the other family's data, e.g. llama")
     ] = None,
     markdown: Annotated[Path | None, typer.Option(help="also write the table as markdown here")] = None,
+    engine: Annotated[str, typer.Option(help="also score the Bayesian model: nuts, svi, or none")] = "nuts",
+    warmup: Annotated[int, typer.Option(help="NUTS warmup steps per chain")] = 500,
+    samples: Annotated[int, typer.Option(help="NUTS draws per chain")] = 500,
 ) -> None:
     """Held-out validation: MAE and 90% coverage of each method on the largest model (and across families)."""
     from rich.console import Console
@@ -117,14 +120,21 @@ def validate(
 
     from fit.ols import FitError
     from fit.pipeline import gather, spec_for
-    from fit.validate import METHODS, evaluate, family_split, largest_model_split, markdown_table
+    from fit.validate import METHODS, bayes_scorer, evaluate, family_split, largest_model_split, markdown_table
 
+    methods = dict(METHODS)
+    if engine == "nuts":
+        methods["Bayesian (NUTS)"] = bayes_scorer("nuts", num_warmup=warmup, num_samples=samples)
+    elif engine == "svi":
+        methods["Bayesian (SVI)"] = bayes_scorer("svi")
+    elif engine != "none":
+        _fail(f"unknown engine {engine!r}; use nuts, svi or none")
     try:
         quant, _ = gather(spec_for(preset))
-        scores = evaluate(largest_model_split(quant), METHODS)
+        scores = evaluate(largest_model_split(quant), methods)
         if across:
             other, _ = gather(spec_for(across))
-            scores += evaluate(family_split(quant, other, f"fit {preset}, predict {across}"), METHODS)
+            scores += evaluate(family_split(quant, other, f"fit {preset}, predict {across}"), methods)
     except FitError as exc:
         _fail(str(exc))
         return

@@ -29,6 +29,7 @@ class Split:
     name: str
     train: Rows
     test: Rows
+    new_family: bool = False  # the test rows come from a family the training data does not have
 
 
 @dataclass
@@ -60,7 +61,7 @@ def largest_model_split(rows: Rows) -> Split:
 
 
 def family_split(train: Rows, test: Rows, name: str) -> Split:
-    return Split(name, train, test)
+    return Split(name, train, test, new_family=True)
 
 
 def ols_scorer(columns: tuple[str, ...]) -> Scorer:
@@ -72,6 +73,39 @@ def ols_scorer(columns: tuple[str, ...]) -> Scorer:
         z, z_lo, z_hi = res.predict_interval(X, LEVEL)
         to_acc = lambda v: np.exp(-np.exp(v))  # noqa: E731 - decreasing: the interval's ends swap
         return to_acc(z), to_acc(z_hi), to_acc(z_lo)
+
+    return score
+
+
+def bayes_scorer(engine: str = "nuts", seed: int = 0, **inference: int) -> Scorer:
+    """The NumPyro model, fitted once per split on its training rows.
+
+    Predictive draws of a held-out tier observation: the family's tier law (a new family: the population law,
+    which carries the between-family spread) plus one deviation per held-out model, drawn with the posterior's
+    omega and shared by that model's configurations.
+    """
+    from fit.bayes_profile import fit_data
+    from fit.infer import Posterior, run_nuts, run_svi
+    from fit.law import LawCoef, log_neg_log_acc
+
+    fits: dict[str, Posterior] = {}
+
+    def score(split: Split, tier: str, test: Obs) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        if split.name not in fits:
+            data = fit_data({"train": split.train})
+            run = run_nuts if engine == "nuts" else run_svi
+            fits[split.name] = run(data, seed=seed, **inference)
+        post = fits[split.name]
+        coef = post.coef(None if split.new_family else "train", tier=tier)
+        draws = LawCoef(*(np.asarray(c)[:, None] for c in coef.as_tuple()))
+        z = np.asarray(log_neg_log_acc(draws, test.params[None], test.bits[None], test.group[None], test.calib[None]))
+        omega = post.hyper["omega"][:, post.tier_names.index(tier)]
+        models = sorted(set(test.model))
+        eps = np.random.default_rng(seed).standard_normal((z.shape[0], len(models)))
+        z = z + omega[:, None] * eps[:, [models.index(m) for m in test.model]]
+        y = np.exp(-np.exp(z))
+        lo, hi = np.quantile(y, [(1 - LEVEL) / 2, (1 + LEVEL) / 2], axis=0)
+        return y.mean(axis=0), lo, hi
 
     return score
 
