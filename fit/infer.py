@@ -252,7 +252,7 @@ def run_nuts(
     law_form: str = "four_factor",
     likelihood: str = "beta_binomial",
     priors: Priors = DEFAULT_PRIORS,
-    target_accept_prob: float = 0.8,
+    target_accept_prob: float = 0.9,
     max_tree_depth: int = 8,
     max_draws: int = 1000,
     allow_single_size: bool = False,
