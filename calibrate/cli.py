@@ -10,6 +10,83 @@ import typer
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 
 
+@app.callback()
+def _commands() -> None:
+    # A callback keeps `calibrate` a command group even while it has a single command (typer would flatten it).
+    pass
+
+
+def _fail(message: str) -> typer.Exit:
+    """Bad input: one line on stderr, exit status 2, no traceback."""
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(code=2)
+
+
+@app.command()
+def evaluate(
+    model: str = typer.Option(..., "--model", help="Hugging Face model id or local model directory"),
+    tier_map: str | None = typer.Option(
+        None, "--tier-map", help="tier map YAML (default: the checkpoint's own tier_map.yaml, else the project's)"
+    ),
+    tasks: str | None = typer.Option(None, "--tasks", help="comma-separated subset of the tier map's tasks"),
+    limit: int | None = typer.Option(None, "--limit", "--samples", help="items per task, a seeded random subset"),
+    seed: int = typer.Option(0, "--seed", help="seed of the item subset"),
+    batch_size: int = typer.Option(64, "--batch-size"),
+    device: str = typer.Option("cpu", "--device", help="cpu | cuda"),
+    dtype: str = typer.Option("float32", "--dtype", help="float32 | bfloat16 | float16"),
+    rtn_bits: int | None = typer.Option(None, "--rtn-bits", help="round-to-nearest fake-quantize linear layers first"),
+    rtn_group_size: int = typer.Option(-1, "--rtn-group-size", help="RTN group size (-1: per channel)"),
+    trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="run the model's own Python code"),
+    as_json: bool = typer.Option(False, "--json", help="print the result as JSON"),
+) -> None:
+    """Evaluate one model on every task of a tier map (lm-eval), per task and per tier."""
+    import json
+    import os
+
+    # No network here by default: a Hub lookup without a cache would hang rather than fail.
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+    os.environ.setdefault("TQDM_DISABLE", "1")  # lm-eval's progress bars would bury the one-line answer
+    if device not in ("cpu", "cuda"):
+        raise _fail(f"--device must be cpu or cuda, got {device}")
+    if dtype not in ("float32", "bfloat16", "float16"):
+        raise _fail(f"--dtype must be float32, bfloat16 or float16, got {dtype}")
+
+    from calibrate.evaluate import EvaluateError, Evaluator
+    from calibrate.tiermap import TierMapError
+
+    task_list = [t for t in tasks.split(",") if t.strip()] if tasks else None
+    try:
+        ev = Evaluator(
+            model,
+            tier_map,
+            tasks=task_list,
+            device=device,
+            batch_size=batch_size,
+            dtype=dtype,
+            trust_remote_code=trust_remote_code,
+        )
+        config = None
+        if rtn_bits is not None:
+            from calibrate.rtn import apply_rtn
+
+            apply_rtn(ev.model, rtn_bits, rtn_group_size)
+            config = {"bits": rtn_bits, "group_size": rtn_group_size, "calib_samples": None, "method": "rtn"}
+        result = ev.evaluate(limit=limit, seed=seed, config=config)
+    except (EvaluateError, TierMapError) as exc:
+        raise _fail(str(exc)) from None
+    except ValueError as exc:  # e.g. an RTN group size that does not divide a layer
+        raise _fail(str(exc).splitlines()[0]) from None
+    if as_json:
+        typer.echo(json.dumps(result, indent=2))
+        return
+    typer.echo(f"{result['model']}  ({result['evaluation']['seconds']:.1f} s)")
+    for name, t in result["tasks"].items():
+        typer.echo(f"  {name:<28} acc {t['mean']:.3f} ± {t['stderr']:.3f}  ({t['correct']}/{t['n']})")
+    for tier, t in result["tiers"].items():
+        typer.echo(f"  {tier}  chance-adjusted {t['mean']:.3f}  [{t['lo']:.3f}, {t['hi']:.3f}]  n={t['n']}")
+
+
 def main() -> None:
     app()
 

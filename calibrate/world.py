@@ -89,7 +89,7 @@ class WorldSpec:
     """Sizes of a world. The defaults are small enough for a ~100k-parameter model to learn on a CPU in minutes."""
 
     seed: int = 0
-    people: int = 240
+    people: int = 160
     orgs: int = 24
     cities: int = 16
     countries: int = 6

@@ -100,3 +100,16 @@ def test_written_tasks_load_as_a_tier_map_with_valid_rows(tmp_path) -> None:
         assert len(rows) == spec.items
         first = json.loads((tmp_path / "tasks" / f"{name}.jsonl").read_text().splitlines()[0])
         assert first["facts"]  # the evidence each item rests on is written next to it
+
+
+def test_a_tiny_training_run_is_deterministic_and_learns() -> None:
+    from calibrate.train import Size, train
+
+    tiny = Size(hidden=32, layers=1, intermediate=64, heads=2, kv_heads=1, head_dim=16, steps=12, lr=3e-3)
+    spec = W.WorldSpec(seed=5, people=16, orgs=6, cities=6, countries=3)
+    a = train(tiny, seed=5, batch_size=16, world_spec=spec, log_every=4, threads=1)
+    b = train(tiny, seed=5, batch_size=16, world_spec=spec, log_every=4, threads=1)
+    assert a.losses == b.losses and len(a.losses) == 3
+    assert a.losses[-1] < a.losses[0]
+    c = train(tiny, seed=6, batch_size=16, world_spec=spec, log_every=4, threads=1)
+    assert c.losses != a.losses
