@@ -31,7 +31,7 @@ def evaluate(
     tasks: str | None = typer.Option(None, "--tasks", help="comma-separated subset of the tier map's tasks"),
     limit: int | None = typer.Option(None, "--limit", "--samples", help="items per task, a seeded random subset"),
     seed: int = typer.Option(0, "--seed", help="seed of the item subset"),
-    batch_size: int = typer.Option(64, "--batch-size"),
+    batch_size: int = typer.Option(256, "--batch-size"),
     device: str = typer.Option("cpu", "--device", help="cpu | cuda"),
     dtype: str = typer.Option("float32", "--dtype", help="float32 | bfloat16 | float16"),
     rtn_bits: int | None = typer.Option(None, "--rtn-bits", help="round-to-nearest fake-quantize linear layers first"),

@@ -135,7 +135,7 @@ class Evaluator:
         *,
         tasks: list[str] | None = None,
         device: str = "cpu",
-        batch_size: int = 64,
+        batch_size: int = 256,
         dtype: str = "float32",
         trust_remote_code: bool = False,
     ) -> None:
