@@ -22,6 +22,32 @@ def _fail(message: str) -> typer.Exit:
     return typer.Exit(code=2)
 
 
+@app.command("import-published")
+def import_published(
+    store: str = typer.Option(..., "--store", help="results store (SQLite) to create or add to"),
+    folder: str | None = typer.Option(None, "--dir", help="folder of published CSVs (default: the shipped copy)"),
+    tier_map: str | None = typer.Option(None, "--tier-map", help="task -> tier map YAML (default: the project's)"),
+) -> None:
+    """Import published PTQ measurements (CSV) into a results store; rows already stored are left as they are."""
+    from pathlib import Path
+
+    from calibrate.published import PublishedDataError, published_csvs, read_published_csv
+    from calibrate.store import Store, StoreError
+    from calibrate.tiermap import TierMapError, load_tier_map
+
+    shipped = Path(__file__).parent / "data" / "published"
+    try:
+        tmap = load_tier_map(tier_map)
+        files = published_csvs(folder or shipped)
+        rows = {f.name: list(read_published_csv(f, tmap)) for f in files}  # validate all before writing any
+        with Store.open(store) as db:
+            for name, batch in rows.items():
+                typer.echo(f"{name}: {db.add(batch)} new of {len(batch)} rows", err=True)
+            typer.echo(f"{store}: {db.count()} rows", err=True)
+    except (PublishedDataError, StoreError, TierMapError) as exc:
+        raise _fail(str(exc)) from None
+
+
 @app.command()
 def evaluate(
     model: str = typer.Option(..., "--model", help="Hugging Face model id or local model directory"),
@@ -43,9 +69,6 @@ def evaluate(
     import json
     import os
 
-    # No network here by default: a Hub lookup without a cache would hang rather than fail.
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     os.environ.setdefault("TQDM_DISABLE", "1")  # lm-eval's progress bars would bury the one-line answer
     if device not in ("cpu", "cuda"):
         raise _fail(f"--device must be cpu or cuda, got {device}")

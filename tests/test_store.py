@@ -107,3 +107,21 @@ def test_default_tier_map_follows_the_paper_where_known():
     }  # fmt: skip
     assert all(s.why for s in tmap.tasks.values() if s.evidence == "project-choice")
     assert tmap.resolve("NQ") == "nq_open"
+
+
+def test_import_published_cli_is_idempotent_and_refuses_bad_input(tmp_path):
+    from typer.testing import CliRunner
+
+    from calibrate.cli import app
+
+    store = tmp_path / "r.sqlite"
+    first = CliRunner().invoke(app, ["import-published", "--store", str(store)])
+    again = CliRunner().invoke(app, ["import-published", "--store", str(store)])
+    assert first.exit_code == again.exit_code == 0
+    assert "4874 rows" in again.output and "0 new of 2295 rows" in again.output
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "x.csv").write_text("source,model\n1,2\n")
+    bad = CliRunner().invoke(app, ["import-published", "--store", str(store), "--dir", str(tmp_path / "bad")])
+    assert bad.exit_code == 2 and "missing column" in bad.output
+    with Store.open(store) as db:
+        assert db.count() == 4874  # nothing already stored was lost
