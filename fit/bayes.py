@@ -23,12 +23,18 @@ linear predictor also carries u_{m,t} ~ Normal(0, omega_t) per (model, tier) pai
 it, 300 configurations from 5 model sizes would pin alpha as if they were 300 independent sizes. (Per (model,
 task) effects would be finer but doubled the parameter count and made NUTS mix poorly in our measurements.)
 
-Hierarchy, per law coefficient (c, alpha, beta, gamma, delta), non-centred:
+Hierarchy, per law coefficient (c, alpha, beta, gamma, delta):
 
-    mu_t            ~ Normal(prior mean_t, prior sd_t)          tier t's population law (families share it)
-    theta_{f,t}     = mu_t + tau * z_{f,t}                      family f's law for tier t
-    theta_{f,k}     = theta_{f,t(k)} + sigma * z_{f,k}          family f's law for task k of tier t(k)
-    z ~ Normal(0, 1); tau, sigma ~ HalfNormal(per coefficient); omega_t ~ HalfNormal; ln phi_t ~ Normal
+    mu_t            = prior mean_t + prior sd_t * mu_z_t        tier t's population law (families share it)
+    theta_{f,t}     ~ Normal(mu_t, tau)                         family f's law for tier t
+    theta_{f,k}     ~ Normal(theta_{f,t(k)}, sigma)             family f's law for task k of tier t(k)
+    mu_z ~ Normal(0, 1); tau, sigma ~ HalfNormal(per coefficient); omega_t ~ HalfNormal; ln phi_t ~ Normal
+
+A level with one member is not sampled: with one family theta_{f,t} = mu_t, and a tier with one task has
+theta_{f,k} = theta_{f,t}; the spread of a single member is not identified, and sampling it only adds a ridge
+for NUTS to crawl along. Each kept level is centred (site value theta) for the coefficients the data pin in
+every group and non-centred (site value (theta - loc) / scale) for the others (``centred_coefs``); the sites
+are ``z_tier`` and ``z_task`` either way. The model effects u_{m,t} (site ``z_model``) are centred.
 
 c is the intercept at the data's centre: the features [ln N, ln log2 B, ln log2 Cb, ln G] are centred on their
 mean (``Design``), which removes the intercept-slope correlation that makes NUTS crawl; the reported
@@ -269,6 +275,7 @@ class Design:
     model: np.ndarray  # (R,) index of the (model, tier) pair each row belongs to
     n_pairs: int
     n_models: int
+    pair_tier: np.ndarray  # (n_pairs,) tier of each (model, tier) pair
 
     @classmethod
     def of(cls, data: FitData) -> Design:
@@ -278,19 +285,48 @@ class Design:
         model_keys = np.stack([np.asarray(data.family, dtype=float), np.asarray(data.params, dtype=float)], axis=1)
         _, model = np.unique(model_keys, axis=0, return_inverse=True)
         pair_keys = np.stack([model.ravel(), np.asarray(data.tier, dtype=int)], axis=1)
-        _, pair = np.unique(pair_keys, axis=0, return_inverse=True)
+        pairs, pair = np.unique(pair_keys, axis=0, return_inverse=True)
         return cls(
             centre=centre,
             constant=constant,
             model=pair.ravel().astype(int),
             n_pairs=int(pair.max()) + 1,
             n_models=int(model.max()) + 1,
+            pair_tier=pairs[:, 1].astype(int),
         )
 
 
 def ln_a_from_centred(c: Any, slopes: Any, centre: np.ndarray) -> Any:
     """ln A on the law's scale from the centred intercept c and the exponents (last axis: alpha, beta, ...)."""
     return c - (slopes * centre[: slopes.shape[-1]]).sum(axis=-1)
+
+
+def centred_coefs(data: FitData, design: Design, d: int) -> np.ndarray:
+    """(d,) 1.0 where a coefficient's group levels are centred, 0.0 where non-centred.
+
+    Centred where the data pin the coefficient in every (family, task) group: always the intercept c, and the
+    B exponent where every group has at least two bit-widths. alpha stays non-centred (the model-size effects
+    leave it weakly pinned), and so do gamma and delta: with their small scales (tau, sigma ~ 0.02) a centred
+    site makes a funnel, and in published tables Cb, often G, take one value per family (measured on 300
+    simulated configurations: centring them too lowered the ESS of tau from ~45 to ~10 per 150 draws).
+    """
+    raw = law.design(data.params, data.bits, data.group_size, data.calib_samples)[:, 2]  # ln log2 B
+    group = np.asarray(data.family, dtype=int) * len(data.task_names) + np.asarray(data.task, dtype=int)
+    varies = all(np.ptp(raw[group == g]) > 0 for g in np.unique(group))
+    return np.array([1.0, 0.0, float(varies), 0.0, 0.0][:d])
+
+
+def _level(name: str, loc: Any, scale: Any, centred: Any) -> Any:
+    """Sample site ``name`` for theta ~ Normal(loc, scale), centred where ``centred`` is 1, else non-centred.
+
+    Centred (value = theta) suits a coefficient the data pin in every group; non-centred (value = (theta - loc)
+    / scale) one the data barely inform, where a centred site would make a funnel with its scale. Returns theta.
+    """
+    import numpyro
+    import numpyro.distributions as dist
+
+    raw = numpyro.sample(name, dist.Normal(loc * centred, scale**centred))
+    return raw * scale ** (1.0 - centred) + loc * (1.0 - centred)
 
 
 def _beta_binomial(a: Any, b: Any, n: Any) -> Any:
@@ -340,33 +376,54 @@ def stratified_law(
         raise ValueError(f"unknown likelihood {likelihood!r}; expected one of {', '.join(LIKELIHOODS)}")
     d = len(coefs)
     design = design if design is not None else Design.of(data)
-    n_tiers, n_tasks, n_fams = len(data.tier_names), len(data.task_names), len(data.family_names)
+    n_tiers, n_fams = len(data.tier_names), len(data.family_names)
     prior_mean, prior_sd = priors.for_tiers(data.tier_names, d)
     task_tier = jnp.asarray(data.task_tier)
 
+    # Levels with a single member are dropped, not sampled: with one family the family law is the population
+    # law (no tau), and a tier with one task has that task's law as its tier law (no sigma). Each kept level is
+    # centred for the coefficients the data pin per group (CENTRED) and non-centred for the rest (``_level``).
+    centred = jnp.asarray(centred_coefs(data, design, d))
+    multi = np.bincount(data.task_tier, minlength=n_tiers)[data.task_tier] > 1  # (K,) task's tier has > 1 task
     with numpyro.plate("coef", d, dim=-1):
         tau = numpyro.sample("tau", dist.HalfNormal(jnp.asarray(priors.tau[:d])))
         sigma = numpyro.sample("sigma", dist.HalfNormal(jnp.asarray(priors.sigma[:d])))
         with numpyro.plate("tiers", n_tiers, dim=-2):
             mu_z = numpyro.sample("mu_z", dist.Normal(0.0, 1.0))
-            with numpyro.plate("families_t", n_fams, dim=-3):
-                z_tier = numpyro.sample("z_tier", dist.Normal(0.0, 1.0))
-        with numpyro.plate("tasks", n_tasks, dim=-2), numpyro.plate("families_k", n_fams, dim=-3):
-            z_task = numpyro.sample("z_task", dist.Normal(0.0, 1.0))
     mu = numpyro.deterministic("mu", jnp.asarray(prior_mean) + jnp.asarray(prior_sd) * mu_z)
-    theta_tier = numpyro.deterministic("theta_tier", mu[None] + tau * z_tier)
-    theta_task = numpyro.deterministic("theta_task", theta_tier[:, task_tier] + sigma * z_task)
+    if n_fams > 1:
+        with (
+            numpyro.plate("coef_t", d, dim=-1),
+            numpyro.plate("tiers_t", n_tiers, dim=-2),
+            numpyro.plate("families_t", n_fams, dim=-3),
+        ):
+            theta_tier = _level("z_tier", mu[None], tau, centred)
+    else:
+        theta_tier = mu[None]
+    theta_tier = numpyro.deterministic("theta_tier", theta_tier)
+    theta_task = theta_tier[:, task_tier]
+    if multi.any():
+        idx = np.flatnonzero(multi)
+        with (
+            numpyro.plate("coef_k", d, dim=-1),
+            numpyro.plate("tasks", idx.size, dim=-2),
+            numpyro.plate("families_k", n_fams, dim=-3),
+        ):
+            theta_multi = _level("z_task", theta_task[:, idx], sigma, centred)
+        theta_task = theta_task.at[:, idx].set(theta_multi)
+    theta_task = numpyro.deterministic("theta_task", theta_task)
 
     with numpyro.plate("tiers_1", n_tiers):
         omega = numpyro.sample("omega", dist.HalfNormal(priors.omega))
         log_phi = numpyro.sample("log_phi", dist.Normal(priors.log_phi_mean, priors.log_phi_sd))
     with numpyro.plate("pairs", design.n_pairs):
-        z_model = numpyro.sample("z_model", dist.Normal(0.0, 1.0))
+        # Centred: ~15-40 rows per (model, tier) pair pin each deviation far tighter than omega does.
+        u_model = numpyro.sample("z_model", dist.Normal(0.0, omega[jnp.asarray(design.pair_tier)]))
 
     fam, task, tier = (jnp.asarray(a, dtype=jnp.int32) for a in (data.family, data.task, data.tier))
     th = theta_task[fam, task]  # (R, d), centred scale
     slopes = th[:, 1:]
-    ln_a = ln_a_from_centred(th[:, 0], slopes, design.centre) + omega[tier] * z_model[jnp.asarray(design.model)]
+    ln_a = ln_a_from_centred(th[:, 0], slopes, design.centre) + u_model[jnp.asarray(design.model)]
     # The law sees the original factors; with ln_a taken off the centre, a constant factor's exponent cancels.
     params, bits, gsize, cb = (jnp.asarray(a) for a in (data.params, data.bits, data.group_size, data.calib_samples))
     if law_form == "four_factor":

@@ -97,7 +97,7 @@ def test_a_factor_that_never_varies_does_not_touch_the_likelihood(data: bayes.Fi
     design = bayes.Design.of(fixed)
     assert design.constant.tolist() == [False, False, True, False]
     _, sites = bayes.simulate(fixed, seed=1)
-    latent = {k: sites[k] for k in infer.LATENT_SITES}
+    latent = {k: sites[k] for k in infer.LATENT_SITES if k in sites}
     with jax.enable_x64(True):
 
         def loglik(gamma_z: float) -> float:
@@ -123,20 +123,20 @@ def _inside(post: infer.Posterior, sites: dict[str, np.ndarray], level: float = 
 @pytest.fixture(scope="module")
 def nuts_fit() -> tuple[bayes.FitData, dict[str, np.ndarray], infer.Posterior]:
     d, sites = bayes.simulate(_small(seed=3, num_configs=50), seed=3, truth=_truth(["KM", "KA", "KR"]))
-    post = infer.run_nuts(d, num_warmup=200, num_samples=300, num_chains=1, seed=0)
+    post = infer.run_nuts(d, num_warmup=150, num_samples=200, num_chains=1, seed=0)
     return d, sites, post
 
 
 def test_nuts_recovers_the_tier_laws_it_simulated(nuts_fit) -> None:
     _, sites, post = nuts_fit
-    assert post.method == "nuts" and post.num_draws == 300
-    assert post.tier["alpha"].shape == (300, 2, 3)
+    assert post.method == "nuts" and post.num_draws == 200
+    assert post.tier["alpha"].shape == (200, 2, 3)
     assert post.diagnostics.r_hat["tier"] < 1.1, post.diagnostics  # one short chain: loose; the gate is stricter
     assert post.diagnostics.divergences <= 15  # reported, and refused by diagnostics_ok; a short run has a few
     inside = _inside(post, sites)
     assert inside.mean() >= 0.7, inside
     coef = post.coef("qwen3", tier="KR")
-    assert coef.alpha.shape == (300,)
+    assert coef.alpha.shape == (200,)
 
 
 def test_posterior_predictive_interval_covers_the_observed_counts(nuts_fit) -> None:
@@ -156,7 +156,7 @@ def test_diagnostics_gate_refuses_a_short_run(nuts_fit) -> None:
 
 def test_svi_converges_on_a_simple_problem_and_says_so() -> None:
     d, sites = bayes.simulate(_small(seed=5, num_configs=80, tiers=("KA",)), seed=5, truth=_truth(["KA"]))
-    post = infer.run_svi(d, steps=3000, lr=0.02, seed=0)
+    post = infer.run_svi(d, steps=2000, lr=0.02, seed=0)
     conv = post.diagnostics.svi
     assert conv is not None and conv.converged, conv
     assert post.diagnostics_ok()
