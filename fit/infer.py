@@ -364,11 +364,19 @@ def run_svi(
     schedule = optax.cosine_decay_schedule(lr, steps, alpha=0.01)
     svi = SVI(stratified_law, guide, optax.adam(schedule), Trace_ELBO(num_particles=num_particles))
     key_run, key_draw = jax.random.split(jax.random.PRNGKey(seed))
-    first = svi.run(key_run, steps - window, data, design, progress_bar=False, **kwargs)
-    before = svi.get_params(first.state)
-    last = svi.run(key_run, window, data, design, progress_bar=False, init_state=first.state, **kwargs)
-    params = svi.get_params(last.state)
-    losses = np.concatenate([np.asarray(first.losses), np.asarray(last.losses)])
+    # The steps run as equal chunks of one compiled scan (one compilation, not one per svi.run length); the
+    # parameters before the last chunk feed the convergence check. steps rounds up to a multiple of window.
+    chunk = jax.jit(
+        lambda state: jax.lax.scan(lambda st, _: svi.update(st, data, design, **kwargs), state, None, length=window)
+    )
+    state = svi.init(key_run, data, design, **kwargs)
+    chunks = []
+    for _ in range(-(-steps // window)):
+        before = svi.get_params(state)
+        state, chunk_losses = chunk(state)
+        chunks.append(np.asarray(chunk_losses))
+    params = svi.get_params(state)
+    losses = np.concatenate(chunks)
 
     shift = 0.0
     for name, loc in params.items():
@@ -389,9 +397,12 @@ def run_svi(
     )
     latent = guide.sample_posterior(key_draw, params, sample_shape=(num_draws,))
     latent = {k: v for k, v in latent.items() if k in LATENT_SITES}
-    det = Predictive(stratified_law, posterior_samples=latent, return_sites=["mu", "theta_tier", "theta_task"])(
-        key_draw, data, design, **kwargs
-    )
+    # One compiled function, not hundreds of eagerly dispatched (and each separately compiled) batched ops.
+    det = jax.jit(
+        lambda key, latent: Predictive(
+            stratified_law, posterior_samples=latent, return_sites=["mu", "theta_tier", "theta_task"]
+        )(key, data, design, **kwargs)
+    )(key_draw, latent)
     draws = {k: np.asarray(v) for k, v in {**latent, **det}.items()}
     seconds = time.perf_counter() - start
     diagnostics = Diagnostics(method="svi", num_chains=1, num_draws=num_draws, svi=conv)
@@ -439,15 +450,17 @@ def posterior_predictive_check(
         latent = {k: v[::step] for k, v in latent.items()}
     if latent["z_model"].shape[-1] != design.n_pairs or len(data.task_names) != len(posterior.task_names):
         raise ValueError("posterior_predictive_check needs the data the posterior was fitted on")
-    pred = Predictive(stratified_law, posterior_samples=latent, return_sites=["correct"])(
-        jax.random.PRNGKey(seed),
-        data,
-        design,
-        law_form=posterior.law_form,
-        likelihood=posterior.likelihood,
-        priors=posterior.priors,
-        observed=False,
-    )
+    pred = jax.jit(
+        lambda key, latent: Predictive(stratified_law, posterior_samples=latent, return_sites=["correct"])(
+            key,
+            data,
+            design,
+            law_form=posterior.law_form,
+            likelihood=posterior.likelihood,
+            priors=posterior.priors,
+            observed=False,
+        )
+    )(jax.random.PRNGKey(seed), latent)
     reps = np.asarray(pred["correct"])
     q = (1.0 - level) / 2.0
     lo, hi = np.quantile(reps, q, axis=0), np.quantile(reps, 1.0 - q, axis=0)
