@@ -10,15 +10,16 @@ baseline and the 16-bit law stay OLS fits: they are references, not what the adv
 from __future__ import annotations
 
 from collections import Counter
+from typing import Literal
 
 import numpy as np
 
-from advisor.schema import PROFILE_SCHEMA_VERSION, Coef, FitDiagnostics, LawFit, Profile, TaskLaw
+from advisor.schema import Coef, FitDiagnostics, LawFit, Profile, TaskLaw
 from fit.bayes import FitData
 from fit.infer import Posterior, Thresholds
 from fit.law import FEATURES, LawCoef, four_factor, linearize
 from fit.ols import FitError
-from fit.profiles import BITS_SUPPORTED, TIERS, FitSpec, Obs, Rows, _fit, _summary, _version, task_obs, tier_obs
+from fit.profiles import TIERS, FitSpec, Obs, Rows, _fit, assemble, task_obs, tier_obs
 
 PROFILE_DRAWS = 200
 
@@ -139,23 +140,7 @@ def bayes_profile(
     if not tiers:
         raise FitError(f"the posterior has no tier law for {family}")
     general = _fit(tier_obs(quant, None), "general", FEATURES, draws=False)
-    return Profile(
-        schema_version=PROFILE_SCHEMA_VERSION,
-        name=spec.name,
-        description=spec.description,
-        families=list(spec.families),
-        applies_to=list(spec.applies_to or spec.families),
-        method=spec.method,
-        engine="svi" if post.method == "svi" else "nuts",
-        likelihood=post.likelihood,
-        bits_supported=BITS_SUPPORTED,
-        tiers=tiers,
-        general=general,
-        baseline=baseline,
-        unquantized=unquantized,
-        tasks=tasks,
-        data=_summary(quant, spec, Counter(quant.excluded)),
-        command=command,
-        strata_version=_version(),
-        diagnostics=diag,
-    )
+    laws = {"tiers": tiers, "general": general, "baseline": baseline, "unquantized": unquantized, "tasks": tasks}
+    engine: Literal["nuts", "svi"] = "svi" if post.method == "svi" else "nuts"
+    extra = {"likelihood": post.likelihood, "diagnostics": diag}
+    return assemble(spec, quant, Counter(quant.excluded), command, engine=engine, laws=laws, **extra)

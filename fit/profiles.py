@@ -12,6 +12,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
+from typing import Any, Literal
 
 import numpy as np
 
@@ -225,6 +226,21 @@ def build_profile(quant: Rows, ref: Rows, spec: FitSpec, command: str) -> Profil
             continue
         law = fit_four_factor(obs, row.tier or "general")  # an unplaced task still gets its own law
         tasks[task] = TaskLaw.model_validate({**law.model_dump(), "tier": row.tier, "chance": row.chance or 0.0})
+    laws = {"tiers": tiers, "general": general, "baseline": baseline, "unquantized": unquantized, "tasks": tasks}
+    return assemble(spec, quant, excluded, command, engine="ols", laws=laws)
+
+
+def assemble(
+    spec: FitSpec,
+    quant: Rows,
+    excluded: Counter[str],
+    command: str,
+    *,
+    engine: Literal["ols", "nuts", "svi"],
+    laws: dict[str, Any],
+    **extra: Any,
+) -> Profile:
+    """A profile from its fitted laws (tiers, general, baseline, unquantized, tasks) and what it was fitted on."""
     return Profile(
         schema_version=PROFILE_SCHEMA_VERSION,
         name=spec.name,
@@ -232,16 +248,13 @@ def build_profile(quant: Rows, ref: Rows, spec: FitSpec, command: str) -> Profil
         families=list(spec.families),
         applies_to=list(spec.applies_to or spec.families),
         method=spec.method,
-        engine="ols",
+        engine=engine,
         bits_supported=BITS_SUPPORTED,
-        tiers=tiers,
-        general=general,
-        baseline=baseline,
-        unquantized=unquantized,
-        tasks=tasks,
+        **laws,
         data=_summary(quant, spec, excluded),
         command=command,
         strata_version=_version(),
+        **extra,
     )
 
 
