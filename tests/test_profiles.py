@@ -119,7 +119,7 @@ def test_fit_report_writes_the_figures_and_summary(tmp_path):
 
 def test_fit_validate_prints_the_comparison(tmp_path):
     md = tmp_path / "v.md"
-    result = _run(["validate", "--preset", "qwen3", "--across", "llama", "--markdown", str(md)])
+    result = _run(["validate", "--preset", "qwen3", "--across", "llama", "--engine", "none", "--markdown", str(md)])
     assert result.exit_code == 0, result.output
     text = md.read_text()
     assert "hold out Qwen3-14B" in text and "fit qwen3, predict llama" in text and "OLS (N, B) baseline" in text
