@@ -8,9 +8,14 @@ error to the columns after it in one matrix product. Group parameters (asymmetri
 found when a column starts a new group, over the weights as updated by earlier blocks (the reference and
 GPTQModel read W, not the block's working copy); per-channel (G = -1) finds them once over the whole matrix.
 
-Batched: the C configurations of one Cb share X, H and its inverse; they differ in bits and group size. Weights
-are stacked (C, rows, columns) and every column step, rank-1 update and block product runs once for all of them,
-so 16 configurations cost little more than one (the eager column loop is launch-bound, not FLOP-bound).
+Batched: weights are stacked (C, rows, columns) and every column step, rank-1 update and block product runs once
+for all C configurations, so 16 configurations cost little more than one (the eager column loop is launch-bound,
+not FLOP-bound). The configurations differ in bits, group size and symmetry, and either share one Hessian (cols,
+cols) — the first layer of a model, or every layer when all configurations see full-precision activations — or
+each has its own (C, cols, cols) — when each one's inputs come through its own already-quantized layers below. The
+Cholesky factorisations are batched and each configuration reads its own row of H⁻¹; with act-order each
+configuration gets its own column permutation (gathered), so groups follow its own permuted columns, as in the
+reference without static groups.
 """
 
 from __future__ import annotations
@@ -66,21 +71,28 @@ def gptq(
     block_size: int = 128,
     act_order: bool = False,
 ) -> torch.Tensor:
-    """Quantize ``weight`` (rows, columns) under every config; returns dequantized weights (C, rows, columns)."""
+    """Quantize ``weight`` (rows, columns) under every config; returns dequantized weights (C, rows, columns).
+
+    ``H`` is (columns, columns), shared by all configs, or (C, columns, columns), one per config.
+    """
     C, (rows, cols) = len(configs), weight.shape
+    if H.shape not in ((cols, cols), (C, cols, cols)):
+        raise ValueError(f"H must be ({cols}, {cols}) or ({C}, {cols}, {cols}), got {tuple(H.shape)}")
     dev = weight.device
     bits = torch.tensor([c.bits for c in configs], device=dev)
     sym = torch.tensor([c.sym for c in configs], device=dev)
     groups = [c.group_size if c.group_size > 0 else cols for c in configs]
     W = weight.float().unsqueeze(0).repeat(C, 1, 1)
-    H = H.float().clone()
-    dead = torch.diag(H) == 0
-    H[dead, dead] = 1.0
-    W[:, :, dead] = 0.0
-    perm = torch.argsort(torch.diag(H), descending=True) if act_order else None
-    if perm is not None:
-        W, H = W[:, :, perm], H[perm][:, perm]
-    H += damp * torch.mean(torch.diag(H)) * torch.eye(cols, device=dev)
+    H = H.float().reshape(-1, cols, cols).clone()  # (Ch, cols, cols), Ch = 1 (shared) or C; broadcasts against W
+    diag = torch.diagonal(H, dim1=1, dim2=2)  # a view: writing it writes H
+    dead = diag == 0
+    diag[dead] = 1.0
+    W.masked_fill_(dead[:, None, :], 0.0)
+    perm = torch.argsort(diag, dim=1, descending=True) if act_order else None
+    if perm is not None:  # one permutation per Hessian
+        W = torch.gather(W, 2, perm[:, None, :].expand(C, rows, cols))
+        H = torch.gather(torch.gather(H, 1, perm[:, :, None].expand_as(H)), 2, perm[:, None, :].expand_as(H))
+    H += damp * torch.diagonal(H, dim1=1, dim2=2).mean(dim=1)[:, None, None] * torch.eye(cols, device=dev)
     Hinv = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(H)), upper=True)
 
     Q = torch.zeros_like(W)
@@ -88,7 +100,7 @@ def gptq(
     zero = torch.zeros(C, rows, device=dev)
     for i1 in range(0, cols, block_size):
         i2 = min(i1 + block_size, cols)
-        W1, Err1, Hinv1 = W[:, :, i1:i2].clone(), torch.zeros(C, rows, i2 - i1, device=dev), Hinv[i1:i2, i1:i2]
+        W1, Err1, Hinv1 = W[:, :, i1:i2].clone(), torch.zeros(C, rows, i2 - i1, device=dev), Hinv[:, i1:i2, i1:i2]
         for i in range(i2 - i1):
             col = i1 + i
             for c in (c for c in range(C) if col % groups[c] == 0):  # configs whose next group starts here
@@ -98,12 +110,12 @@ def gptq(
             w = W1[:, :, i : i + 1]
             q = quantize(w, scale, zero, bits)
             Q[:, :, col : col + 1] = q
-            err = (w - q) / Hinv1[i, i]
-            W1[:, :, i:] -= err * Hinv1[i, i:]
+            err = (w - q) / Hinv1[:, i, i, None, None]
+            W1[:, :, i:] -= err * Hinv1[:, None, i, i:]
             Err1[:, :, i : i + 1] = err
-        W[:, :, i2:] -= Err1 @ Hinv[i1:i2, i2:]
+        W[:, :, i2:] -= Err1 @ Hinv[:, i1:i2, i2:]
     if perm is not None:
-        Q = Q[:, :, torch.argsort(perm)]
+        Q = torch.gather(Q, 2, torch.argsort(perm, dim=1)[:, None, :].expand(C, rows, cols))
     return Q.to(weight.dtype)
 
 

@@ -78,3 +78,27 @@ def test_symmetric_zero_point_is_the_grid_centre():
     q = quantize(w, scale, zero, torch.tensor([4]))
     steps = q / scale[..., None]
     assert torch.allclose(steps, steps.round(), atol=1e-4)  # every value is a whole number of steps from 0
+
+
+@pytest.mark.parametrize("act_order", [False, True])
+def test_one_hessian_per_configuration_equals_one_at_a_time(act_order):
+    W = weights()
+    Hs = torch.stack([hessian(correlated_inputs(seed=10 + c)) for c in range(len(CONFIGS))])
+    Hs[1, 7, :] = Hs[1, :, 7] = 0.0  # a dead input in one configuration's Hessian only
+    together = gptq(W, Hs, CONFIGS, act_order=act_order)
+    for c, cfg in enumerate(CONFIGS):
+        assert torch.allclose(together[c], gptq(W, Hs[c], [cfg], act_order=act_order)[0], atol=1e-5)
+    assert torch.all(together[1, :, 7] == 0) and torch.any(together[0, :, 7] != 0)
+
+
+def test_per_configuration_hessians_that_are_equal_give_the_shared_result():
+    X, W = correlated_inputs(), weights()
+    H = hessian(X)
+    stacked = H.expand(len(CONFIGS), -1, -1)
+    assert torch.allclose(gptq(W, stacked, CONFIGS, act_order=True), gptq(W, H, CONFIGS, act_order=True), atol=1e-5)
+
+
+def test_a_hessian_of_the_wrong_shape_is_refused():
+    W = weights()
+    with pytest.raises(ValueError, match="H must be"):
+        gptq(W, torch.eye(W.shape[1]).expand(len(CONFIGS) + 1, -1, -1), CONFIGS)
