@@ -110,6 +110,162 @@ def evaluate(
         typer.echo(f"  {tier}  chance-adjusted {t['mean']:.3f}  [{t['lo']:.3f}, {t['hi']:.3f}]  n={t['n']}")
 
 
+@app.command()
+def sweep(
+    spec_path: str = typer.Argument(..., metavar="SPEC", help="sweep spec YAML (see examples/sweep-tiny.yaml)"),
+    store: str | None = typer.Option(None, "--store", help="results store (default: the spec's store:)"),
+    executor: str = typer.Option("local", "--executor", help="local (this process)"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress display; the summary line only"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="list what would run, run nothing"),
+) -> None:
+    """Run a PTQ sweep: quantize, evaluate per tier, commit each configuration; rerun to resume."""
+    import os
+    import signal
+
+    os.environ.setdefault("TQDM_DISABLE", "1")
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from calibrate.calibdata import CalibrationError
+    from calibrate.evaluate import EvaluateError
+    from calibrate.spec import SpecError, load_spec
+    from calibrate.store import StoreError
+    from calibrate.store import ResultRow
+    from calibrate.sweep import LocalExecutor, SweepError, SweepSummary, run_sweep, status
+    from calibrate.tiermap import TierMapError
+
+    console = Console(stderr=True)
+    if executor != "local":
+        raise _fail(f"--executor {executor} is not available; use local")
+    try:
+        spec = load_spec(spec_path)
+        if dry_run:
+            for line in status(spec, store):
+                typer.echo(f"{line['model']}: {line['left']} of {line['planned']} configurations to run")
+            return
+    except (SpecError, StoreError, TierMapError, EvaluateError) as exc:
+        raise _fail(str(exc)) from None
+
+    # SIGTERM (a scheduler's pre-emption) stops like Ctrl-C: what is committed stays, the rest resumes later.
+    def _term(_sig: int, _frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _term)
+    bar = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        disable=quiet,
+        transient=False,
+    )
+    task = bar.add_task("sweep", total=None)
+    summary_box: list[SweepSummary] = []
+
+    def on_config(summary: SweepSummary, rows: list[ResultRow]) -> None:
+        bar.update(task, total=summary.planned, completed=summary.already_stored + summary.ran)
+        summary_box[:] = [summary]
+
+    def log(message: str) -> None:
+        bar.update(task, description=message[:60])
+
+    try:
+        with bar:
+            result = run_sweep(spec, store_path=store, executor=LocalExecutor(log), on_config=on_config, log=log)
+    except KeyboardInterrupt:
+        n = summary_box[0].ran if summary_box else 0
+        console.print(f"interrupted: {n} configuration(s) committed this run; rerun the same command to resume")
+        raise typer.Exit(code=130) from None
+    except (SpecError, StoreError, TierMapError, EvaluateError, CalibrationError, SweepError) as exc:
+        raise _fail(str(exc)) from None
+    console.print(
+        f"{result.store}: {result.ran} configuration(s) run, {result.already_stored} already stored, "
+        f"{result.planned} planned, {result.rows_added} rows added, {result.seconds:.1f} s"
+    )
+
+
+@app.command("status")
+def status_cmd(
+    spec_path: str = typer.Argument(..., metavar="SPEC", help="sweep spec YAML"),
+    store: str | None = typer.Option(None, "--store", help="results store (default: the spec's store:)"),
+    as_json: bool = typer.Option(False, "--json", help="print JSON"),
+) -> None:
+    """How far a sweep is: configurations planned, stored and left, per model."""
+    import json
+
+    from calibrate.evaluate import EvaluateError
+    from calibrate.spec import SpecError, load_spec
+    from calibrate.store import StoreError
+    from calibrate.sweep import status
+    from calibrate.tiermap import TierMapError
+
+    try:
+        spec = load_spec(spec_path)
+        lines = status(spec, store)
+    except (SpecError, StoreError, TierMapError, EvaluateError) as exc:
+        raise _fail(str(exc)) from None
+    if as_json:
+        typer.echo(json.dumps({"spec": spec.name, "store": store or spec.store, "models": lines}, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{spec.name}: {store or spec.store}")
+    for col in ("model", "planned", "stored", "left", "reference"):
+        table.add_column(col, justify="left" if col == "model" else "right")
+    for line in lines:
+        table.add_row(
+            line["model"],
+            str(line["planned"]),
+            str(line["stored"]),
+            str(line["left"]),
+            "yes" if line["reference_stored"] else "no",
+        )
+    Console().print(table)
+
+
+@app.command()
+def export(
+    store: str = typer.Option(..., "--store", help="results store (SQLite)"),
+    csv_path: str = typer.Option(..., "--csv", help="CSV file to write ('-' = stdout)"),
+    source: str | None = typer.Option(None, "--source", help="only rows of this source (e.g. strata-sweep)"),
+    model: str | None = typer.Option(None, "--model", help="only rows of this model"),
+) -> None:
+    """Write stored rows as CSV: one row per (model, configuration, task); extra (timings, versions) as JSON."""
+    import csv
+    import json
+    import sys
+
+    from calibrate.store import COLUMNS, Store, StoreError
+
+    conds, params = [], []
+    if source:
+        conds.append("source = ?")
+        params.append(source)
+    if model:
+        conds.append("model = ?")
+        params.append(model)
+    try:
+        with Store.open(store, create=False) as db:
+            rows = list(db.rows(" AND ".join(conds) or "1", tuple(params)))
+    except StoreError as exc:
+        raise _fail(str(exc)) from None
+    out = sys.stdout if csv_path == "-" else open(csv_path, "w", newline="")  # noqa: SIM115
+    try:
+        writer = csv.DictWriter(out, fieldnames=COLUMNS)
+        writer.writeheader()
+        for r in rows:
+            data = r.model_dump()
+            data["extra"] = json.dumps(data["extra"], sort_keys=True)
+            writer.writerow(data)
+    finally:
+        if out is not sys.stdout:
+            out.close()
+    if csv_path != "-":
+        typer.echo(f"{csv_path}: {len(rows)} rows", err=True)
+
+
 def main() -> None:
     app()
 

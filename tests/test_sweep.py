@@ -1,0 +1,246 @@
+"""The sweep engine: spec validation, calibration sets, planning, resume, and a real sweep on the shipped xs model."""
+
+from __future__ import annotations
+
+import csv
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from calibrate import calibdata
+from calibrate.spec import SpecError, load_spec, parse_spec
+from calibrate.store import Store
+from calibrate.sweep import Config, Unit, pending, plan, run_sweep, status
+
+ROOT = Path(__file__).resolve().parents[1]
+XS = ROOT / "examples" / "models" / "strata-world-xs"
+CALIB = ROOT / "examples" / "calib" / "strata-world.txt"
+
+
+def _spec_dict(tmp_path: Path, **over: object) -> dict:
+    data = {
+        "name": "t",
+        "models": [{"model": str(XS), "family": "strata-world"}],
+        "method": "gptq",
+        "bits": [2, 4],
+        "group_sizes": [32],
+        "calib_samples": [4],
+        "calibration": {"files": [str(CALIB)], "seqlen": 16, "seeds": [0]},
+        "gptq": {"batch_size": 4},
+        "evaluation": {"limit": 8, "seed": 0},
+        "store": str(tmp_path / "s.sqlite"),
+    }
+    data.update(over)
+    return data
+
+
+def _write(tmp_path: Path, data: dict) -> Path:
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+# --- the spec ---------------------------------------------------------------------------------------------------
+
+
+def test_the_shipped_example_spec_loads_with_paths_read_against_its_folder() -> None:
+    spec = load_spec(ROOT / "examples" / "sweep-tiny.yaml")
+    assert [Path(m.model) for m in spec.models] == [XS, XS.parent / "strata-world-s"]
+    assert spec.calibration is not None and spec.calibration.files == [str(CALIB)]
+    assert Path(spec.store) == ROOT / "examples" / "sweep-tiny.sqlite"
+    assert [m.label for m in spec.models] == ["strata-world-xs", "strata-world-s"]
+
+
+@pytest.mark.parametrize(
+    ("change", "names"),
+    [
+        ({"bits": [9]}, "'bits'"),
+        ({"group_sizes": [0]}, "'group_sizes'"),
+        ({"group_size": [32]}, "'group_size': unknown field"),
+        ({"calibration": None}, "needs a calibration"),
+        ({"calibration": {"files": ["a.txt"], "dataset": "wikitext"}}, "exactly one calibration source"),
+        ({"device": "tpu"}, "'device'"),
+        ({"version": 2}, "'version'"),
+        ({"calib_samples": [0]}, "'calib_samples'"),
+        ({"gptq": {"propagate": "sideways"}}, "'gptq.propagate'"),
+    ],
+)
+def test_a_bad_spec_is_one_line_naming_the_field(tmp_path: Path, change: dict, names: str) -> None:
+    data = _spec_dict(tmp_path)
+    data.update(change)
+    if change.get("calibration") is None and "calibration" in change:
+        del data["calibration"]
+    with pytest.raises(SpecError) as err:
+        parse_spec(data, "spec.yaml")
+    message = str(err.value)
+    assert names in message and "\n" not in message and message.startswith("spec.yaml: ")
+
+
+def test_the_cli_rejects_a_bad_spec_with_exit_2_and_one_line(tmp_path: Path) -> None:
+    path = _write(tmp_path, _spec_dict(tmp_path, bits=[1]))
+    proc = subprocess.run(
+        [sys.executable, "-m", "calibrate.cli", "sweep", str(path)], capture_output=True, text=True, check=False
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip().count("\n") == 0 and "'bits'" in proc.stderr
+
+
+def test_rows_of_specs_that_differ_in_quantizer_or_evaluation_never_share_a_key(tmp_path: Path) -> None:
+    base = parse_spec(_spec_dict(tmp_path))
+    sym = parse_spec(_spec_dict(tmp_path, gptq={"sym": True}))
+    more_items = parse_spec(_spec_dict(tmp_path, evaluation={"limit": 16}))
+    assert len({base.protocol(), sym.protocol(), more_items.protocol()}) == 3
+    assert base.protocol(reference=True) == sym.protocol(reference=True)  # the reference does not depend on GPTQ
+    moved = parse_spec(_spec_dict(tmp_path, store="/elsewhere.sqlite", device="cuda"))
+    assert moved.content_hash() == base.content_hash() != sym.content_hash()
+
+
+# --- calibration sets -----------------------------------------------------------------------------------------
+
+
+class _WordTokenizer:
+    eos_token_id = 0
+
+    def __call__(self, text: str, add_special_tokens: bool = False) -> dict:
+        return {"input_ids": [len(w) for w in text.split()]}
+
+
+def test_calibration_windows_have_the_stated_length_and_nest_across_sizes() -> None:
+    docs = [f"doc {i} " + "word " * (i % 7) for i in range(300)]
+    big = calibdata.build(_WordTokenizer(), docs, 32, 16, seed=3, source="x")
+    assert big.ids.shape == (32, 16) and big.effective == 32
+    small = calibdata.build(_WordTokenizer(), docs, 8, 16, seed=3, source="x")
+    assert (small.ids == big.ids[:8]).all()  # Cb=8 is the first 8 windows of Cb=32 under one seed
+    other = calibdata.build(_WordTokenizer(), docs, 8, 16, seed=4, source="x")
+    assert not (other.ids == small.ids).all()
+
+
+def test_a_short_source_reports_its_effective_size_instead_of_pretending() -> None:
+    docs = ["a b c d e f g h"] * 5  # 5 x 9 tokens (with EOS) = 45 tokens = 2 windows of 16
+    got = calibdata.build(_WordTokenizer(), docs, 10, 16, seed=0, source="x")
+    assert got.stated == 10 and got.effective == 2
+
+
+def test_jsonl_calibration_reads_the_text_field_and_names_bad_rows(tmp_path: Path) -> None:
+    good = tmp_path / "c.jsonl"
+    good.write_text('{"text": "one two"}\n{"text": "three"}\n')
+    assert calibdata.read_documents([good], None, None, "train", "text") == ["one two", "three"]
+    bad = tmp_path / "b.jsonl"
+    bad.write_text('{"text": "ok"}\n{"body": "no text"}\n')
+    with pytest.raises(calibdata.CalibrationError, match=r"b.jsonl:2: no string field 'text'"):
+        calibdata.read_documents([bad], None, None, "train", "text")
+
+
+# --- planning and resume ------------------------------------------------------------------------------------------
+
+
+def test_the_plan_is_a_reference_per_model_then_one_unit_per_seed_and_cb(tmp_path: Path) -> None:
+    spec = parse_spec(_spec_dict(tmp_path, calib_samples=[4, 8], bits=[3, 4], group_sizes=[32, -1]))
+    units = plan(spec)
+    assert [u.kind for u in units] == ["reference", "quantized", "quantized"]
+    assert [u.calib_samples for u in units[1:]] == [4, 8]
+    assert units[1].configs == (Config(3, 32), Config(3, -1), Config(4, 32), Config(4, -1))
+
+
+def test_pending_drops_configurations_stored_with_all_their_tasks(tmp_path: Path) -> None:
+    spec = parse_spec(_spec_dict(tmp_path))
+    units = plan(spec)
+    label = spec.models[0].label
+    done = {(label, None, None, None, None): 3, (label, 2.0, 32, 4, 0): 3, (label, 4.0, 32, 4, 0): 2}
+    left = pending(units, done, lambda _m: 3)
+    assert left == [Unit(spec.models[0], "quantized", 0, 4, (Config(4, 32),))]  # 2 of 3 tasks = not done
+
+
+# --- a real sweep -------------------------------------------------------------------------------------------------
+
+
+def test_a_sweep_stores_every_configuration_and_a_rerun_computes_nothing(tmp_path: Path) -> None:
+    spec = parse_spec(_spec_dict(tmp_path))
+    first = run_sweep(spec)
+    assert (first.planned, first.already_stored, first.ran) == (3, 0, 3)
+    with Store.open(spec.store) as store:
+        rows = list(store.rows())
+    assert len(rows) == 9  # 3 configurations x 3 tasks
+    quant = [r for r in rows if r.method == "GPTQ"]
+    assert {(r.bits, r.group_size) for r in quant} == {(2.0, 32), (4.0, 32)}
+    for r in quant:
+        assert r.calib_samples == 4 and r.calib_samples_effective == 4 and r.calib_seqlen == 16
+        assert r.n_items == 8 and r.correct is not None and 0 <= r.correct <= 8 and r.tier in ("KM", "KA", "KR")
+        assert r.extra["spec_hash"] == spec.content_hash()
+        assert {"torch", "transformers", "lm_eval"} <= set(r.extra["versions"])
+        assert {"model_load_s", "evaluate_s", "quantize_total_s", "calibration_s"} <= set(r.extra["timings"])
+    ref = [r for r in rows if r.method == "FP32"]
+    assert len(ref) == 3 and all(r.bits == 32 and r.params_b > 0 and r.hidden_size == 64 for r in ref)
+    # 4-bit keeps the reference's accuracy better than 2-bit does (summed over the tasks)
+    acc = {b: sum(r.correct or 0 for r in quant if r.bits == b) for b in (2.0, 4.0)}
+    assert acc[4.0] >= acc[2.0]
+
+    again = run_sweep(spec)
+    assert (again.ran, again.already_stored, again.rows_added) == (0, 3, 0)
+    assert status(spec) == [
+        {"model": "strata-world-xs", "planned": 3, "stored": 3, "left": 0, "reference_stored": True}
+    ]
+
+    out = tmp_path / "x.csv"
+    subprocess.run(
+        [sys.executable, "-m", "calibrate.cli", "export", "--store", spec.store, "--csv", str(out)], check=True
+    )
+    with out.open() as f:
+        exported = list(csv.DictReader(f))
+    assert len(exported) == 9 and {"bits", "group_size", "calib_samples_effective", "extra"} <= set(exported[0])
+
+
+def test_too_little_calibration_text_stops_with_a_clear_error_and_keeps_what_is_stored(tmp_path: Path) -> None:
+    short = tmp_path / "short.txt"
+    short.write_text("Fainutrith was born in Beishel .\n" * 6)  # 42 tokens: 2 windows of 16
+    spec = parse_spec(_spec_dict(tmp_path, calibration={"files": [str(short)], "seqlen": 16}))
+    proc = subprocess.run(
+        [sys.executable, "-m", "calibrate.cli", "sweep", str(_write(tmp_path, spec.model_dump())), "-q"],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"},
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert "yields 2 windows of 16 tokens, fewer than Cb=4" in proc.stderr
+    with Store.open(spec.store) as store:  # the reference ran before the error, and stays
+        assert {r.method for r in store.rows()} == {"FP32"}
+
+
+def test_kill_9_mid_sweep_loses_nothing_committed_and_the_rerun_finishes(tmp_path: Path) -> None:
+    spec_path = _write(tmp_path, _spec_dict(tmp_path, bits=[2, 3, 4, 8], calib_samples=[4, 8]))
+    store_path = tmp_path / "s.sqlite"
+    cmd = [sys.executable, "-m", "calibrate.cli", "sweep", str(spec_path), "-q"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def committed() -> list[tuple]:
+        if not store_path.exists():
+            return []
+        with sqlite3.connect(store_path) as conn:
+            try:
+                return conn.execute("SELECT row_key, created_at, correct FROM results ORDER BY row_key").fetchall()
+            except sqlite3.OperationalError:  # table not created yet
+                return []
+
+    deadline = time.time() + 180
+    while len(committed()) < 6 and time.time() < deadline:  # reference + one quantized configuration
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    before = committed()
+    assert 6 <= len(before) < 27 and len(before) % 3 == 0  # whole configurations only, and not finished
+
+    rerun = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+    assert rerun.returncode == 0, rerun.stderr
+    after = committed()
+    assert len(after) == 27  # 1 reference + 2 Cb x 4 bits, 3 tasks each
+    assert set(before) <= set(after)  # what was committed before the kill is untouched
+    assert f"{len(before) // 3} already stored" in rerun.stderr
