@@ -36,7 +36,8 @@ def snapshot(model):
 
 def linear_inputs(model, ids):
     """Each linear's full-precision inputs (tokens, in_features) over the calibration batch."""
-    seen, hooks = {}, []
+    seen: dict = {}
+    hooks = []
     for name, m in model.named_modules():
         if isinstance(m, torch.nn.Linear) and not name.endswith("lm_head"):
             hooks.append(
