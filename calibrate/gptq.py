@@ -7,6 +7,8 @@ spread its error over the block's remaining columns through the row of H⁻¹, a
 error to the columns after it in one matrix product. Group parameters (asymmetric min-max, or symmetric) are
 found when a column starts a new group, over the weights as updated by earlier blocks (the reference and
 GPTQModel read W, not the block's working copy); per-channel (G = -1) finds them once over the whole matrix.
+``static_groups`` (the reference's option; always on in llm-compressor, whose observer fixes the grid before GPTQ
+runs) instead fixes every group's grid from the unquantized weights, in the original column order, up front.
 
 Batched: weights are stacked (C, rows, columns) and every column step, rank-1 update and block product runs once
 for all C configurations, so 16 configurations cost little more than one (the eager column loop is launch-bound,
@@ -70,6 +72,7 @@ def gptq(
     damp: float = 0.01,
     block_size: int = 128,
     act_order: bool = False,
+    static_groups: bool = False,
 ) -> torch.Tensor:
     """Quantize ``weight`` (rows, columns) under every config; returns dequantized weights (C, rows, columns).
 
@@ -88,9 +91,17 @@ def gptq(
     dead = diag == 0
     diag[dead] = 1.0
     W.masked_fill_(dead[:, None, :], 0.0)
+    if static_groups:  # every column's grid, from the unquantized weights: (C, rows, cols) scales and zeros
+        S, Z = torch.empty_like(W), torch.empty_like(W)
+        for c, g in enumerate(groups):
+            for j in range(0, cols, g):
+                s, z = find_params(W[c : c + 1, :, j : j + g], bits[c : c + 1], sym[c : c + 1])
+                S[c, :, j : j + g], Z[c, :, j : j + g] = s[0, :, None], z[0, :, None]
     perm = torch.argsort(diag, dim=1, descending=True) if act_order else None
     if perm is not None:  # one permutation per Hessian
         W = torch.gather(W, 2, perm[:, None, :].expand(C, rows, cols))
+        if static_groups:  # the grids travel with their columns
+            S, Z = (torch.gather(T, 2, perm[:, None, :].expand(C, rows, cols)) for T in (S, Z))
         H = torch.gather(torch.gather(H, 1, perm[:, :, None].expand_as(H)), 2, perm[:, None, :].expand_as(H))
     H += damp * torch.diagonal(H, dim1=1, dim2=2).mean(dim=1)[:, None, None] * torch.eye(cols, device=dev)
     Hinv = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(H)), upper=True)
@@ -103,10 +114,13 @@ def gptq(
         W1, Err1, Hinv1 = W[:, :, i1:i2].clone(), torch.zeros(C, rows, i2 - i1, device=dev), Hinv[:, i1:i2, i1:i2]
         for i in range(i2 - i1):
             col = i1 + i
-            for c in (c for c in range(C) if col % groups[c] == 0):  # configs whose next group starts here
-                # As the reference: W, not W1, so in-block updates are not yet in the group's statistics.
-                s, z = find_params(W[c : c + 1, :, col : col + groups[c]], bits[c : c + 1], sym[c : c + 1])
-                scale[c], zero[c] = s[0], z[0]
+            if static_groups:
+                scale, zero = S[:, :, col], Z[:, :, col]
+            else:
+                for c in (c for c in range(C) if col % groups[c] == 0):  # configs whose next group starts here
+                    # As the reference: W, not W1, so in-block updates are not yet in the group's statistics.
+                    s, z = find_params(W[c : c + 1, :, col : col + groups[c]], bits[c : c + 1], sym[c : c + 1])
+                    scale[c], zero[c] = s[0], z[0]
             w = W1[:, :, i : i + 1]
             q = quantize(w, scale, zero, bits)
             Q[:, :, col : col + 1] = q

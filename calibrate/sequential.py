@@ -221,6 +221,7 @@ def quantize_model(
     damp: float = 0.01,
     block_size: int = 128,
     act_order: bool = False,
+    static_groups: bool = False,
     true_sequential: bool = True,
     propagate: str = "quantized",
     batch_size: int = 8,
@@ -231,6 +232,7 @@ def quantize_model(
 
     Returns one ``QuantizedModel`` per config (same order) and the seconds spent per stage (capture, hessian,
     solve, propagate, total). ``calib_ids`` is an unpadded batch of token ids (Cb, seqlen); RTN needs none.
+    ``damp``, ``block_size``, ``act_order`` and ``static_groups`` are ``calibrate.gptq.gptq``'s.
     """
     _check(model, calib_ids, configs, method, propagate)
     say = progress or (lambda _: None)
@@ -287,7 +289,13 @@ def quantize_model(
                 for n in names:
                     H = hs[key[0]][n] if len(hs) == 1 else torch.stack([hs[k][n] for k in key])
                     Q = _gptq.gptq(
-                        linears[n].weight.detach(), H, configs, damp=damp, block_size=block_size, act_order=act_order
+                        linears[n].weight.detach(),
+                        H,
+                        configs,
+                        damp=damp,
+                        block_size=block_size,
+                        act_order=act_order,
+                        static_groups=static_groups,
                     )
                     for c in range(C):
                         qparams[c][f"{n}.weight"] = Q[c]

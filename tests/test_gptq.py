@@ -102,3 +102,17 @@ def test_a_hessian_of_the_wrong_shape_is_refused():
     W = weights()
     with pytest.raises(ValueError, match="H must be"):
         gptq(W, torch.eye(W.shape[1]).expand(len(CONFIGS) + 1, -1, -1), CONFIGS)
+
+
+@pytest.mark.parametrize("act_order", [False, True])
+def test_static_groups_fix_each_grid_from_the_unquantized_weights(act_order):
+    X, W = correlated_inputs(), weights()
+    cfg = QuantConfig(4, 32)
+    Q = gptq(W, hessian(X), [cfg], act_order=act_order, static_groups=True)[0]
+    for j in range(0, W.shape[1], 32):  # every value of a group is on the RTN grid of the original group
+        s, z = find_params(W[None, :, j : j + 32], torch.tensor([4]), torch.tensor([False]))
+        steps = Q[:, j : j + 32] / s[0, :, None] + z[0, :, None]
+        assert torch.allclose(steps, steps.round(), atol=1e-3)
+    assert output_error(W, Q, X) < output_error(W, rtn(W, [cfg])[0], X)
+    # identity Hessian: no error feedback, so static and lazy grids coincide with RTN
+    assert torch.allclose(gptq(W, torch.eye(W.shape[1]), CONFIGS, damp=0.0, static_groups=True), rtn(W, CONFIGS))
