@@ -192,7 +192,20 @@ class Evaluator:
         from lm_eval.models.huggingface import HFLM
 
         logging.getLogger("lm_eval").setLevel(logging.ERROR)  # HFLM warns that a pre-built model ignores its args
-        return HFLM(pretrained=self.model, tokenizer=self.tokenizer, batch_size=self.batch_size)
+
+        class QuietHFLM(HFLM):
+            # lm-eval's evaluator never passes disable_tqdm, and tqdm's env switch loses to an explicit argument:
+            # its per-request bars would bury a sweep's own progress display.
+            def loglikelihood(self, requests: Any, disable_tqdm: bool = True) -> Any:
+                return super().loglikelihood(requests, disable_tqdm=True)
+
+            def loglikelihood_rolling(self, requests: Any, disable_tqdm: bool = True) -> Any:
+                return super().loglikelihood_rolling(requests, disable_tqdm=True)
+
+            def generate_until(self, requests: Any, disable_tqdm: bool = True) -> Any:
+                return super().generate_until(requests, disable_tqdm=True)
+
+        return QuietHFLM(pretrained=self.model, tokenizer=self.tokenizer, batch_size=self.batch_size)
 
     def subset(self, limit: int | None, seed: int) -> dict[str, list[int]] | None:
         """Seeded random item indices per task (None: every item). Raises if ``limit`` exceeds a task."""
