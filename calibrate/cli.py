@@ -129,8 +129,7 @@ def sweep(
     from calibrate.calibdata import CalibrationError
     from calibrate.evaluate import EvaluateError
     from calibrate.spec import SpecError, load_spec
-    from calibrate.store import StoreError
-    from calibrate.store import ResultRow
+    from calibrate.store import ResultRow, StoreError
     from calibrate.sweep import LocalExecutor, SweepError, SweepSummary, run_sweep, status
     from calibrate.tiermap import TierMapError
 
@@ -187,58 +186,63 @@ def sweep(
 
 @app.command("status")
 def status_cmd(
-    spec_path: str = typer.Argument(..., metavar="SPEC", help="sweep spec YAML"),
-    store: str | None = typer.Option(None, "--store", help="results store (default: the spec's store:)"),
+    path: str = typer.Argument(..., metavar="SPEC_OR_STORE", help="a sweep spec YAML, or a results store"),
+    store: str | None = typer.Option(None, "--store", help="with a spec: the store (default: the spec's store:)"),
     as_json: bool = typer.Option(False, "--json", help="print JSON"),
 ) -> None:
-    """How far a sweep is: configurations planned, stored and left, per model."""
+    """How far a sweep is: with a spec, configurations planned/stored/left per model; with a store, what it holds."""
     import json
+    from pathlib import Path
 
-    from calibrate.evaluate import EvaluateError
-    from calibrate.spec import SpecError, load_spec
-    from calibrate.store import StoreError
-    from calibrate.sweep import status
-    from calibrate.tiermap import TierMapError
-
-    try:
-        spec = load_spec(spec_path)
-        lines = status(spec, store)
-    except (SpecError, StoreError, TierMapError, EvaluateError) as exc:
-        raise _fail(str(exc)) from None
-    if as_json:
-        typer.echo(json.dumps({"spec": spec.name, "store": store or spec.store, "models": lines}, indent=2))
-        return
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"{spec.name}: {store or spec.store}")
-    for col in ("model", "planned", "stored", "left", "reference"):
-        table.add_column(col, justify="left" if col == "model" else "right")
+    from calibrate.evaluate import EvaluateError
+    from calibrate.spec import SpecError, load_spec
+    from calibrate.store import Store, StoreError
+    from calibrate.sweep import status, store_summary
+    from calibrate.tiermap import TierMapError
+
+    is_spec = Path(path).suffix in (".yaml", ".yml")
+    try:
+        if is_spec:
+            spec = load_spec(path)
+            lines = status(spec, store)
+            title = f"{spec.name}: {store or spec.store}"
+        else:
+            with Store.open(path, create=False) as db:
+                lines = store_summary(db)
+            title = path
+    except (SpecError, StoreError, TierMapError, EvaluateError) as exc:
+        raise _fail(str(exc)) from None
+    if as_json:
+        typer.echo(json.dumps({"title": title, "rows": lines}, indent=2))
+        return
+    table = Table(title=title)
+    for col in lines[0] if lines else ["(empty)"]:
+        table.add_column(col, justify="left" if col in ("model", "source", "method") else "right")
     for line in lines:
-        table.add_row(
-            line["model"],
-            str(line["planned"]),
-            str(line["stored"]),
-            str(line["left"]),
-            "yes" if line["reference_stored"] else "no",
-        )
+        table.add_row(*(("yes" if v else "no") if isinstance(v, bool) else str(v) for v in line.values()))
     Console().print(table)
 
 
 @app.command()
 def export(
-    store: str = typer.Option(..., "--store", help="results store (SQLite)"),
+    store_arg: str | None = typer.Argument(None, metavar="STORE", help="results store (SQLite)"),
+    store: str | None = typer.Option(None, "--store", help="results store (same as the STORE argument)"),
     csv_path: str = typer.Option(..., "--csv", help="CSV file to write ('-' = stdout)"),
     source: str | None = typer.Option(None, "--source", help="only rows of this source (e.g. strata-sweep)"),
     model: str | None = typer.Option(None, "--model", help="only rows of this model"),
 ) -> None:
-    """Write stored rows as CSV: one row per (model, configuration, task); extra (timings, versions) as JSON."""
-    import csv
-    import json
+    """Write stored rows as CSV in the published data's columns (+ exact counts); `fit` reads both the same way."""
     import sys
 
-    from calibrate.store import COLUMNS, Store, StoreError
+    from calibrate.published import write_csv
+    from calibrate.store import Store, StoreError
 
+    path = store_arg or store
+    if path is None:
+        raise _fail("name the store: calibrate export STORE --csv FILE")
     conds, params = [], []
     if source:
         conds.append("source = ?")
@@ -247,23 +251,19 @@ def export(
         conds.append("model = ?")
         params.append(model)
     try:
-        with Store.open(store, create=False) as db:
+        with Store.open(path, create=False) as db:
             rows = list(db.rows(" AND ".join(conds) or "1", tuple(params)))
     except StoreError as exc:
         raise _fail(str(exc)) from None
-    out = sys.stdout if csv_path == "-" else open(csv_path, "w", newline="")  # noqa: SIM115
+    if csv_path == "-":
+        write_csv(rows, sys.stdout)
+        return
     try:
-        writer = csv.DictWriter(out, fieldnames=COLUMNS)
-        writer.writeheader()
-        for r in rows:
-            data = r.model_dump()
-            data["extra"] = json.dumps(data["extra"], sort_keys=True)
-            writer.writerow(data)
-    finally:
-        if out is not sys.stdout:
-            out.close()
-    if csv_path != "-":
-        typer.echo(f"{csv_path}: {len(rows)} rows", err=True)
+        with open(csv_path, "w", newline="") as out:
+            n = write_csv(rows, out)
+    except OSError as exc:
+        raise _fail(f"cannot write {csv_path} ({exc.strerror}); pass a writable --csv path") from None
+    typer.echo(f"{csv_path}: {n} rows", err=True)
 
 
 def main() -> None:

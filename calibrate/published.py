@@ -4,13 +4,22 @@ The CSV columns are those of ``shared/data/published`` (see its README). Values 
 accuracy is derived (percent / 100), the tier and chance level come from the tier map, and the item count from
 the tier map's evaluation-set sizes so a percentage becomes a count for a binomial likelihood. Rows whose note
 says SUSPECT are kept, flagged, and left out of fits by default.
+
+The same columns are what ``calibrate export`` writes for the project's own sweep results (``write_csv``), plus
+optional columns only a sweep knows exactly: ``tier``, ``chance`` (tasks the default tier map does not hold, e.g.
+the synthetic world's), ``n_items`` and ``correct`` (the items actually evaluated, not the task's full size),
+``calib_samples_effective``, ``calib_seed``, ``hidden_size`` and ``extra`` (JSON: timings, versions, spec hash).
+Where present they take precedence over what the tier map would derive, so an exported sweep imports back into
+exactly the rows it came from.
 """
 
 from __future__ import annotations
 
 import csv
-from collections.abc import Iterator
+import json
+from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import IO
 
 from calibrate.store import ResultRow
 from calibrate.tiermap import TierMap
@@ -20,6 +29,7 @@ REQUIRED = (
     "act_bits", "group_size", "calib_samples", "calib_dataset", "calib_seqlen", "task", "metric", "value",
     "n_shot", "note",
 )  # fmt: skip
+OPTIONAL = ("tier", "chance", "n_items", "correct", "calib_samples_effective", "calib_seed", "hidden_size", "extra")
 
 
 class PublishedDataError(ValueError):
@@ -59,6 +69,9 @@ def _row(rec: dict[str, str], *, where: str, tier_map: TierMap) -> ResultRow:
     def num(col: str, integer: bool = False) -> float | int | None:
         return _number(rec[col] or "", where=where, column=col, integer=integer)
 
+    def opt(col: str, integer: bool = False) -> float | int | None:
+        return num(col, integer) if col in rec and rec[col] is not None else None
+
     value, params_b, bits = num("value"), num("params_b"), num("bits")
     for col, v in (("value", value), ("params_b", params_b), ("bits", bits)):
         if v is None:
@@ -70,6 +83,24 @@ def _row(rec: dict[str, str], *, where: str, tier_map: TierMap) -> ResultRow:
     is_acc = metric == "acc_pct"
     accuracy = value / 100.0 if metric.startswith(("acc_pct", "mean_acc_pct")) else None
     n_items = spec.items if (spec and is_acc) else None
+    tier: str | None = spec.tier if (spec and is_acc) else None  # None also for tasks the map leaves out of every tier
+    chance = spec.chance if spec else None
+    correct = round(accuracy * n_items) if (accuracy is not None and n_items) else None
+    if (rec.get("tier") or "").strip():
+        tier = rec["tier"].strip()
+        if tier not in ("KM", "KA", "KR"):
+            raise PublishedDataError(f"{where}: column 'tier' must be KM, KA, KR or empty, got {tier!r}")
+    chance = opt("chance") if opt("chance") is not None else chance
+    if opt("n_items", True) is not None:
+        n_items, correct = opt("n_items", True), opt("correct", True)  # type: ignore[assignment]
+        if is_acc and correct is not None and n_items:
+            if not 0 <= correct <= n_items:
+                raise PublishedDataError(f"{where}: column 'correct' must be in 0..n_items ({n_items}), got {correct}")
+            accuracy = correct / n_items  # exact counts beat the rounded percentage
+    try:
+        extra = json.loads(rec["extra"]) if (rec.get("extra") or "").strip() else {}
+    except json.JSONDecodeError:
+        raise PublishedDataError(f"{where}: column 'extra' is not valid JSON; fix or empty it") from None
     return ResultRow(
         source=rec["source"],
         source_table=rec["table"],
@@ -86,17 +117,67 @@ def _row(rec: dict[str, str], *, where: str, tier_map: TierMap) -> ResultRow:
         calib_dataset=rec["calib_dataset"],
         calib_seqlen=num("calib_seqlen", integer=True),  # type: ignore[arg-type]
         task=task,
-        tier=spec.tier if (spec and is_acc) else None,  # None also for tasks the map leaves out of every tier
-        chance=spec.chance if spec else None,
+        tier=tier,
+        chance=chance,
         metric="acc" if is_acc else metric,
         value=value,
         accuracy=accuracy,
         n_items=n_items,
-        correct=round(accuracy * n_items) if (accuracy is not None and n_items) else None,
+        correct=correct,
         n_shot=num("n_shot", integer=True),  # type: ignore[arg-type]
         suspect="SUSPECT" in rec["note"],
         note=rec["note"],
+        calib_samples_effective=opt("calib_samples_effective", True),  # type: ignore[arg-type]
+        calib_seed=opt("calib_seed", True),  # type: ignore[arg-type]
+        hidden_size=opt("hidden_size", True),  # type: ignore[arg-type]
+        extra=extra,
     )
+
+
+def write_csv(rows: Iterable[ResultRow], out: IO[str]) -> int:
+    """Write rows in the published columns (+ the optional exact ones); ``read_published_csv`` reads them back."""
+    writer = csv.DictWriter(out, fieldnames=[*REQUIRED, *OPTIONAL], lineterminator="\n")
+    writer.writeheader()
+    n = 0
+    for r in rows:
+        is_acc = r.metric == "acc"
+        writer.writerow(
+            {
+                "source": r.source,
+                "table": r.source_table,
+                "model_family": r.family,
+                "model": r.model,
+                "params_b": repr(r.params_b),
+                "params_nonembed_b": "" if r.params_nonembed_b is None else repr(r.params_nonembed_b),
+                "model_stage": r.stage,
+                "method": r.method,
+                "bits": f"{r.bits:g}",
+                "act_bits": "" if r.act_bits is None else f"{r.act_bits:g}",
+                "group_size": _text(r.group_size),
+                "calib_samples": _text(r.calib_samples),
+                "calib_dataset": r.calib_dataset,
+                "calib_seqlen": _text(r.calib_seqlen),
+                "task": r.task,
+                "metric": "acc_pct" if is_acc else r.metric,
+                "value": repr(r.value),  # accuracies are stored as reported: percent
+                "n_shot": _text(r.n_shot),
+                "note": r.note,
+                "tier": r.tier or "",
+                "chance": "" if r.chance is None else repr(r.chance),
+                "n_items": _text(r.n_items),
+                "correct": _text(r.correct),
+                "calib_samples_effective": _text(r.calib_samples_effective),
+                "calib_seed": _text(r.calib_seed),
+                "hidden_size": _text(r.hidden_size),
+                "extra": json.dumps(r.extra, sort_keys=True) if r.extra else "",
+            }
+        )
+        n += 1
+    return n
+
+
+def _text(v: int | None) -> str:
+    return "" if v is None else str(v)
 
 
 def published_csvs(folder: str | Path) -> list[Path]:

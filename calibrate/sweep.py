@@ -342,8 +342,8 @@ class Worker:
                     tier=spec_t.tier,
                     chance=spec_t.chance,
                     metric="acc",
-                    value=100.0 * t["mean"],
-                    accuracy=t["mean"],
+                    value=100.0 * t["correct"] / t["n"],
+                    accuracy=t["correct"] / t["n"],  # from the counts, so an exported CSV reads back exactly
                     n_items=t["n"],
                     correct=t["correct"],
                     n_shot=0,
@@ -479,3 +479,16 @@ def status(spec: SweepSpec, store_path: str | Path | None = None) -> list[dict[s
             }
         )
     return out
+
+
+def store_summary(store: Store) -> list[dict[str, Any]]:
+    """What a store holds: per source, model and method, the configurations and rows."""
+    sql = (
+        "SELECT source, model, method, COUNT(DISTINCT printf('%s|%s|%s|%s|%s', bits, group_size, calib_samples, "
+        "calib_seed, source_table)), COUNT(*) FROM results "
+        "GROUP BY source, model, method ORDER BY source, model, method"
+    )
+    return [
+        {"source": src[:40], "model": model, "method": method, "configurations": n_cfg, "rows": n_rows}
+        for src, model, method, n_cfg, n_rows in store.conn.execute(sql)
+    ]
