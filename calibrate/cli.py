@@ -5,6 +5,8 @@ Heavy imports (torch, transformers, lm-eval) happen inside the commands that nee
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
@@ -264,6 +266,63 @@ def export(
     except OSError as exc:
         raise _fail(f"cannot write {csv_path} ({exc.strerror}); pass a writable --csv path") from None
     typer.echo(f"{csv_path}: {n} rows", err=True)
+
+
+@app.command()
+def quantize(
+    model: str = typer.Option(..., "--model", help="Hugging Face model id or local model directory"),
+    bits: int = typer.Option(..., "--bits", help="weight bits: 2, 3, 4 or 8"),
+    group_size: int = typer.Option(128, "--group-size", help="-1 = per channel"),
+    calib_samples: int = typer.Option(128, "--calib-samples", help="calibration samples (Cb)"),
+    out: str = typer.Option(..., "--out", help="output directory for the GPTQ checkpoint"),
+    calib_file: Annotated[
+        list[str] | None, typer.Option("--calib-file", help="local .txt/.jsonl calibration text (repeatable)")
+    ] = None,
+    dataset: str | None = typer.Option(None, "--dataset", help="Hugging Face calibration dataset id"),
+    dataset_name: str | None = typer.Option(None, "--dataset-name", help="dataset config, e.g. wikitext-2-raw-v1"),
+    split: str = typer.Option("train", "--split"),
+    text_field: str = typer.Option("text", "--text-field"),
+    seqlen: int = typer.Option(2048, "--seqlen", help="tokens per calibration sample"),
+    seed: int = typer.Option(0, "--seed", help="seed of the calibration draw"),
+    sym: bool = typer.Option(True, "--sym/--asym", help="symmetric grid (GPTQModel's default)"),
+    act_order: bool = typer.Option(False, "--act-order/--no-act-order", help="quantize columns by Hessian order"),
+    damp: float = typer.Option(0.01, "--damp", help="damping, a fraction of mean diag H"),
+    device: str = typer.Option("auto", "--device", help="cpu | cuda | auto"),
+    trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="run the model's own Python code"),
+    as_json: bool = typer.Option(False, "--json", help="print the summary as JSON"),
+) -> None:
+    """Write a real, deployable GPTQ checkpoint with GPTQModel for one configuration (e.g. the advisor's pick)."""
+    import json
+
+    from calibrate.calibdata import CalibrationError
+    from calibrate.deploy import DeployError, quantize_checkpoint
+
+    try:
+        summary = quantize_checkpoint(
+            model,
+            out,
+            bits=bits,
+            group_size=group_size,
+            calib_samples=calib_samples,
+            calib_files=calib_file or None,
+            dataset=dataset,
+            dataset_name=dataset_name,
+            split=split,
+            text_field=text_field,
+            seqlen=seqlen,
+            seed=seed,
+            sym=sym,
+            act_order=act_order,
+            damp=damp,
+            device=device,
+            trust_remote_code=trust_remote_code,
+        )
+    except (DeployError, CalibrationError) as exc:
+        raise _fail(str(exc)) from None
+    if as_json:
+        typer.echo(json.dumps(summary, indent=2))
+    else:
+        typer.echo(" ".join(f"{k}={v}" for k, v in summary.items()))
 
 
 def main() -> None:

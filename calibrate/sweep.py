@@ -255,6 +255,7 @@ class Worker:
             )
         except EvaluateError as exc:
             raise SweepError(f"model {model.label}: {exc}") from None
+        check_group_sizes(evaluator.model, self.spec.group_sizes, model.label)
         loaded = _Loaded(evaluator, _model_info(evaluator.model, model), load_s=time.perf_counter() - start)
         self._loaded = (model.model, loaded)
         return loaded
@@ -353,6 +354,38 @@ class Worker:
         return rows
 
 
+def check_group_sizes(model: Any, group_sizes: list[int], label: str) -> None:
+    """Every group size must divide each quantized layer's input width, or span it (G >= width: one group per row,
+    the same as per channel for that layer) — a partial last group would quantize differently from real kernels."""
+    from calibrate.rtn import linear_layers
+
+    for name, layer in linear_layers(model).items():
+        width = layer.in_features
+        for g in group_sizes:
+            if g != -1 and g < width and width % g:
+                raise SweepError(
+                    f"group size {g} does not divide the input width {width} of {label}'s layer {name}; "
+                    "use a divisor of every layer's width, or -1 (per channel)"
+                )
+
+
+def preflight(spec: SweepSpec) -> None:
+    """Inputs that can be checked before any work: model paths, calibration files."""
+    from calibrate.calibdata import CalibrationError
+    from calibrate.evaluate import EvaluateError, resolve_model
+
+    for m in spec.models:
+        try:
+            resolve_model(m.model)
+        except EvaluateError as exc:
+            raise SweepError(f"model {m.label}: {exc}") from None
+    cal = spec.calibration
+    if spec.method == "gptq" and cal is not None and cal.files:
+        for f in cal.files:
+            if not Path(f).is_file():
+                raise CalibrationError(f"calibration file {f} does not exist; fix calibration.files")
+
+
 def _reference_method(dtype: str) -> str:
     return {"float32": "FP32", "bfloat16": "BF16", "float16": "FP16"}[dtype]
 
@@ -439,6 +472,7 @@ def run_sweep(
 ) -> SweepSummary:
     """Run every configuration the store does not hold yet; commit each as it finishes."""
     path = Path(store_path or spec.store)
+    preflight(spec)
     units = plan(spec)
     counts = {m.model: task_count(spec, m) for m in spec.models}
     with Store.open(path) as store:

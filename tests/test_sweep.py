@@ -266,3 +266,53 @@ def test_an_exported_sweep_reads_back_as_the_rows_it_came_from(tmp_path: Path) -
     path.write_text(buf.getvalue())
     (back,) = read_published_csv(path, load_tier_map(None))  # the default map does not know this task
     assert back == row and back.key() == row.key()
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"group_sizes": [48]}, "group size 48 does not divide the input width 64"),
+        ({"calibration": {"files": ["/nonexistent/calib.txt"], "seqlen": 16}}, "calib.txt does not exist"),
+        ({"models": ["/nonexistent/model"]}, "model path /nonexistent/model does not exist"),
+        ({"store": "/proc/strata/s.sqlite"}, "cannot open store /proc/strata/s.sqlite"),
+    ],
+)
+def test_bad_sweep_input_exits_2_with_one_line_and_keeps_the_store(tmp_path: Path, change: dict, message: str) -> None:
+    keep = tmp_path / "s.sqlite"
+    with Store.open(keep) as store:
+        store.add([_a_row()])
+    path = _write(tmp_path, _spec_dict(tmp_path, **change))
+    proc = subprocess.run(
+        [sys.executable, "-m", "calibrate.cli", "sweep", str(path), "-q"],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"},
+    )
+    assert proc.returncode == 2 and message in proc.stderr, proc.stderr
+    assert proc.stderr.strip().count("\n") == 0
+    with Store.open(keep) as store:
+        assert [r.key() for r in store.rows()] == [_a_row().key()]
+
+
+def test_a_store_of_another_schema_version_is_refused_untouched(tmp_path: Path) -> None:
+    path = tmp_path / "s.sqlite"
+    with Store.open(path) as store:
+        store.add([_a_row()])
+        with store.conn:
+            store.conn.execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'")
+    before = path.read_bytes()
+    spec = _write(tmp_path, _spec_dict(tmp_path))
+    proc = subprocess.run(
+        [sys.executable, "-m", "calibrate.cli", "sweep", str(spec), "-q"], capture_output=True, text=True, check=False
+    )
+    assert proc.returncode == 2 and "schema version 99" in proc.stderr
+    assert path.read_bytes() == before
+
+
+def _a_row():  # type: ignore[no-untyped-def]
+    from calibrate.store import ResultRow
+
+    return ResultRow(
+        source="x", model="m", family="f", params_b=1.0, method="GPTQ", bits=4, task="t", metric="acc", value=50.0
+    )
