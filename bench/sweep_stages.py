@@ -5,13 +5,14 @@
 Stages, from the timings every stored row carries (calibrate/sweep.py): model load (once per model, spread over
 its configurations), calibration-set build, GPTQ capture / Hessian accumulation / column solves / propagation
 (measured per batch of configurations that share a Cb, divided by the batch size), weight swap, tiered evaluation.
-The ratios are against the evaluation of the same configuration, measured in the same run.
+The ratios are against the evaluation of the same configuration, measured in the same run; peak memory is reported.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import resource
 import statistics
 import sys
 import tempfile
@@ -69,6 +70,13 @@ def main() -> None:
     n = len(configs)
     print(f"spec {spec.name}: {n} configurations ({summary.ran} run), device {spec.device}, wall {wall:.1f} s")
     print(f"wall per configuration: {wall / max(n, 1):.2f} s")
+    peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
+    line = f"peak host memory (RSS): {peak_rss:.2f} GiB"
+    if spec.device.startswith("cuda"):
+        import torch
+
+        line += f"; peak GPU memory allocated: {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB"
+    print(line)
     ev = statistics.mean(totals["evaluate"]) or float("nan")
     print(f"{'stage':<12} {'s/config':>9} {'share':>7} {'x evaluate':>11}")
     accounted = sum(statistics.mean(v) for v in totals.values())
