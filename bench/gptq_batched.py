@@ -67,11 +67,17 @@ def synthetic(configs: list[QuantConfig], rows: int, cols: int, device: torch.de
     C = len(configs)
     print(f"synthetic layer {rows} x {cols}, {C} configurations, {device}")
     for label, shared in (("shared H", True), ("H per config", False)):
-        together = median_seconds(lambda s=shared: gptq(W, H if s else Hs, configs), device, repeat)
+
+        def together_fn(shared: bool = shared) -> None:
+            gptq(W, H if shared else Hs, configs)
+
+        def alone_fn(shared: bool = shared) -> None:
+            for c, cfg in enumerate(configs):
+                gptq(W, H if shared else Hs[c], [cfg])
+
+        together = median_seconds(together_fn, device, repeat)
         mem = peak(device)
-        alone = median_seconds(
-            lambda s=shared: [gptq(W, H if s else Hs[c], [cfg]) for c, cfg in enumerate(configs)], device, repeat
-        )
+        alone = median_seconds(alone_fn, device, repeat)
         print(
             f"  {label:<13} batched {together:8.3f} s ({together / C:.4f} s/config){mem}   one at a time "
             f"{alone:8.3f} s ({alone / C:.4f} s/config)   ratio {alone / together:5.2f}x"
@@ -81,7 +87,8 @@ def synthetic(configs: list[QuantConfig], rows: int, cols: int, device: torch.de
 def model_level(configs: list[QuantConfig], samples: int, seqlen: int, device: torch.device, repeat: int) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    model = AutoModelForCausalLM.from_pretrained(S, dtype=torch.float32).to(device).eval()
+    model: Any = AutoModelForCausalLM.from_pretrained(S, dtype=torch.float32)
+    model = model.to(device).eval()
     tok = AutoTokenizer.from_pretrained(S)
     ids = torch.tensor(tok(" ".join(world.corpus(world.generate())))["input_ids"][: samples * seqlen])
     ids = ids.reshape(samples, seqlen).to(device)
