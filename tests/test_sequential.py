@@ -17,6 +17,15 @@ CONFIGS = [QuantConfig(4, 32), QuantConfig(3, 64), QuantConfig(2, -1), QuantConf
 CB, SEQLEN = 16, 32
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny tensors: one thread avoids spinning against other processes on a shared machine (10x here)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def model():
     return transformers.AutoModelForCausalLM.from_pretrained(XS).eval()
