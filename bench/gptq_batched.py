@@ -11,7 +11,8 @@ Two measurements, each the median of ``--repeat`` runs after a warm-up:
 On a busy CPU, multithreaded kernels on tiny tensors spin against other processes (a strata-world-s block
 forward measured 0.38 s with 2 threads vs 0.03 s with 1 on a loaded 2-core machine): ``--threads 1`` is steadier.
 The grid is bits x group sizes (default 2,3,4,8 x 16,32,48,per-channel: 16 configurations; every group size must
-divide the model's input widths, 96 and 288 for strata-world-s). On cuda, peak device memory is printed too.
+divide the model's input widths, 96 and 288 for strata-world-s; on the synthetic layer a last partial group is
+its own group). On cuda, peak device memory is printed too.
 """
 
 from __future__ import annotations

@@ -192,13 +192,22 @@ def _hessians(
     return {n: 2.0 * sums[n] / max(count[n], 1) for n in names}
 
 
-def _check(model: nn.Module, calib_ids: torch.Tensor | None, configs: list[QuantConfig], method: str, propagate: str):
+def _check(
+    model: nn.Module,
+    calib_ids: torch.Tensor | None,
+    configs: list[QuantConfig],
+    method: str,
+    propagate: str,
+    batch_size: int,
+) -> None:
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     if propagate not in PROPAGATE:
         raise ValueError(f"propagate must be one of {PROPAGATE}, got {propagate!r}")
     if not configs:
         raise ValueError("no configurations to quantize")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     for cfg in configs:
         if not 1 <= cfg.bits <= 16:
             raise ValueError(f"bits must be in [1, 16], got {cfg.bits}")
@@ -234,7 +243,7 @@ def quantize_model(
     solve, propagate, total). ``calib_ids`` is an unpadded batch of token ids (Cb, seqlen); RTN needs none.
     ``damp``, ``block_size``, ``act_order`` and ``static_groups`` are ``calibrate.gptq.gptq``'s.
     """
-    _check(model, calib_ids, configs, method, propagate)
+    _check(model, calib_ids, configs, method, propagate, batch_size)
     say = progress or (lambda _: None)
     prefix, layers = decoder_layers(model)
     device = next(model.parameters()).device

@@ -178,5 +178,7 @@ def test_bad_input_is_refused_with_one_clear_error(model, calib):
         quantize_model(model, None, CONFIGS)
     with pytest.raises(ValueError, match="no configurations"):
         quantize_model(model, calib, [])
+    with pytest.raises(ValueError, match="batch_size"):
+        quantize_model(model, calib, CONFIGS, batch_size=0)
     with pytest.raises(ValueError, match="does not divide"):
         quantize_model(model, calib, [QuantConfig(4, 48)])
