@@ -355,14 +355,13 @@ class Worker:
 
 
 def check_group_sizes(model: Any, group_sizes: list[int], label: str) -> None:
-    """Every group size must divide each quantized layer's input width, or span it (G >= width: one group per row,
-    the same as per channel for that layer) — a partial last group would quantize differently from real kernels."""
+    """Every group size must divide each quantized layer's input width (as GPTQ checkpoints and kernels require)."""
     from calibrate.rtn import linear_layers
 
     for name, layer in linear_layers(model).items():
         width = layer.in_features
         for g in group_sizes:
-            if g != -1 and g < width and width % g:
+            if g != -1 and width % g:
                 raise SweepError(
                     f"group size {g} does not divide the input width {width} of {label}'s layer {name}; "
                     "use a divisor of every layer's width, or -1 (per channel)"
