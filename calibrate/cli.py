@@ -116,11 +116,24 @@ def evaluate(
 def sweep(
     spec_path: str = typer.Argument(..., metavar="SPEC", help="sweep spec YAML (see examples/sweep-tiny.yaml)"),
     store: str | None = typer.Option(None, "--store", help="results store (default: the spec's store:)"),
-    executor: str = typer.Option("local", "--executor", help="local (this process)"),
+    executor: str = typer.Option(
+        "local", "--executor", help="local (this process), ray (a Ray cluster), slurm (job arrays via submitit)"
+    ),
+    address: str | None = typer.Option(
+        None, "--address", help="ray: cluster address (auto, ray://host:10001); default: start a local instance"
+    ),
+    gpus_per_task: float = typer.Option(0, "--gpus-per-task", help="ray/slurm: GPUs per unit of work"),
+    cpus_per_task: int = typer.Option(1, "--cpus-per-task", help="ray/slurm: CPU cores per unit of work"),
+    partition: str | None = typer.Option(None, "--partition", help="slurm: partition"),
+    slurm_folder: str = typer.Option("submitit-logs", "--slurm-folder", help="slurm: job scripts and logs"),
+    timeout_min: int = typer.Option(240, "--timeout-min", help="slurm: time limit per job, minutes"),
+    slurm_local: bool = typer.Option(False, "--slurm-local", help="slurm: run the jobs as local subprocesses"),
+    max_retries: int = typer.Option(2, "--max-retries", help="ray/slurm: resubmissions of a failed unit"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress display; the summary line only"),
     dry_run: bool = typer.Option(False, "--dry-run", help="list what would run, run nothing"),
 ) -> None:
     """Run a PTQ sweep: quantize, evaluate per tier, commit each configuration; rerun to resume."""
+    import importlib.util
     import os
     import signal
 
@@ -136,8 +149,14 @@ def sweep(
     from calibrate.tiermap import TierMapError
 
     console = Console(stderr=True)
-    if executor != "local":
-        raise _fail(f"--executor {executor} is not available; use local")
+    needs = {"local": None, "ray": "ray", "slurm": "submitit"}
+    if executor not in needs:
+        raise _fail(f"--executor {executor} is not known; use local, ray or slurm")
+    lib = needs[executor]
+    if lib is not None and importlib.util.find_spec(lib) is None:
+        raise _fail(f'--executor {executor} needs {lib}, which is not installed; pip install "strata[cluster]"')
+    if max_retries < 0 or gpus_per_task < 0 or cpus_per_task < 1 or timeout_min < 1:
+        raise _fail("--max-retries and --gpus-per-task must be >= 0, --cpus-per-task and --timeout-min >= 1")
     try:
         spec = load_spec(spec_path)
         if dry_run:
@@ -171,13 +190,41 @@ def sweep(
     def log(message: str) -> None:
         bar.update(task, description=message[:60])
 
+    def note(message: str) -> None:  # remote executors' events (submissions, retries) stay on screen
+        (bar.console.print if not quiet else log)(message)
+
+    from calibrate.executors import RayExecutor, SlurmExecutor, UnitsFailed
+
+    runner: LocalExecutor | RayExecutor | SlurmExecutor
+    if executor == "ray":
+        runner = RayExecutor(address, gpus_per_task, cpus_per_task, max_retries, log=note)
+    elif executor == "slurm":
+        runner = SlurmExecutor(
+            slurm_folder,
+            partition,
+            int(gpus_per_task),
+            cpus_per_task,
+            timeout_min,
+            max_retries,
+            local=slurm_local,
+            log=note,
+        )
+    else:
+        runner = LocalExecutor(log)
     try:
         with bar:
-            result = run_sweep(spec, store_path=store, executor=LocalExecutor(log), on_config=on_config, log=log)
+            result = run_sweep(spec, store_path=store, executor=runner, on_config=on_config, log=log)
     except KeyboardInterrupt:
         n = summary_box[0].ran if summary_box else 0
         console.print(f"interrupted: {n} configuration(s) committed this run; rerun the same command to resume")
         raise typer.Exit(code=130) from None
+    except UnitsFailed as exc:
+        n = summary_box[0].ran if summary_box else 0
+        console.print(f"{n} configuration(s) committed this run; {len(exc.failures)} unit(s) failed:")
+        for f in exc.failures:
+            typer.echo(f.describe(), err=True)
+        typer.echo("rerun the same command to retry them; what is stored is not recomputed", err=True)
+        raise typer.Exit(code=1) from None
     except (SpecError, StoreError, TierMapError, EvaluateError, CalibrationError, SweepError) as exc:
         raise _fail(str(exc)) from None
     console.print(
