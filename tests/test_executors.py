@@ -117,10 +117,22 @@ def test_ray_stores_the_same_rows_as_the_local_executor(
 
 
 def test_ray_retries_a_failing_unit_up_to_the_bound_reports_it_and_commits_the_rest(
-    ray_session: Any, local_rows: dict[str, ResultRow], tmp_path: Path
+    ray_session: Any, local_rows: dict[str, ResultRow], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from calibrate import executors
     from calibrate.executors import RayExecutor, UnitsFailed
 
+    real, marker = executors.iter_unit, tmp_path / "crashed"
+
+    def crash_once(spec: Any, unit: Any, verbose: bool = False) -> Iterator[list[ResultRow]]:
+        # The good model's quantized unit: its worker process dies after handing back one configuration, once.
+        for rows in real(spec, unit, verbose):
+            yield rows
+            if unit.kind == "quantized" and unit.model.label != "broken" and not marker.exists():
+                marker.touch()
+                os._exit(1)
+
+    monkeypatch.setattr(executors, "iter_unit", crash_once)  # a closure: Ray ships it by value
     models = [
         {"model": str(XS), "family": "strata-world"},
         {"model": str(_broken_copy(tmp_path)), "name": "broken", "family": "strata-world"},
@@ -134,6 +146,10 @@ def test_ray_retries_a_failing_unit_up_to_the_bound_reports_it_and_commits_the_r
     assert sorted(f.unit.kind for f in failures) == ["quantized", "reference"]
     assert all(f.unit.model.label == "broken" and f.attempts == 2 for f in failures)
     assert sum("retrying" in e and "broken" in e for e in events) == 2  # one retry per unit, then given up
+    # The crashed unit was resubmitted with only the configuration it had not handed back.
+    retried = [e for e in events if "retrying strata-world-xs" in e]
+    assert len(retried) == 1
+    assert retried[0].startswith("retrying strata-world-xs Cb=4 seed=0: 1 configuration(s) (attempt 2 of 2): ")
     lines = str(err.value).splitlines()
     assert len(lines) == 2 and all(ln.startswith("failed: broken") and "2 attempt(s)" in ln for ln in lines)
     # The good model's rows were all committed, identical to the local executor's (the spec hash differs: the
