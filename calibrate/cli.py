@@ -157,6 +157,8 @@ def sweep(
         raise _fail(f'--executor {executor} needs {lib}, which is not installed; pip install "strata[cluster]"')
     if max_retries < 0 or gpus_per_task < 0 or cpus_per_task < 1 or timeout_min < 1:
         raise _fail("--max-retries and --gpus-per-task must be >= 0, --cpus-per-task and --timeout-min >= 1")
+    if executor == "slurm" and gpus_per_task != int(gpus_per_task):
+        raise _fail(f"--gpus-per-task {gpus_per_task}: Slurm gives whole GPUs; use an integer (fractions: ray)")
     try:
         spec = load_spec(spec_path)
         if dry_run:

@@ -162,7 +162,8 @@ class RayExecutor:
         self.log(f"connecting to Ray at {self.address}" if self.address else "starting a local Ray instance")
         kwargs: dict[str, Any] = {
             "address": self.address,
-            "log_to_driver": False,
+            "log_to_driver": False,  # workers' output stays in Ray's logs; the driver shows progress
+            "logging_level": "WARNING",
             **self.init_kwargs,
         }
         if not self.address or not self.address.startswith("ray://"):
