@@ -139,7 +139,14 @@ def sweep(
 
     os.environ.setdefault("TQDM_DISABLE", "1")
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     from calibrate.calibdata import CalibrationError
     from calibrate.evaluate import EvaluateError
@@ -174,23 +181,32 @@ def sweep(
 
     signal.signal(signal.SIGTERM, _term)
     bar = Progress(
-        TextColumn("{task.description}"),
+        TextColumn("{task.description:<44}"),
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
         console=console,
         disable=quiet,
         transient=False,
     )
-    task = bar.add_task("sweep", total=None)
+    # Two lines: configurations of the whole sweep (with ETA), and the stage in flight (model, unit, layer).
+    task = bar.add_task("configurations", total=None)
+    stage = bar.add_task("starting", total=None)
     summary_box: list[SweepSummary] = []
 
+    def on_start(summary: SweepSummary) -> None:
+        # reset, so the ETA is the rate of this run, not inflated by configurations already stored
+        bar.reset(task, total=summary.planned, completed=summary.already_stored)
+        summary_box[:] = [summary]
+
     def on_config(summary: SweepSummary, rows: list[ResultRow]) -> None:
-        bar.update(task, total=summary.planned, completed=summary.already_stored + summary.ran)
+        bar.update(task, completed=summary.already_stored + summary.ran)
         summary_box[:] = [summary]
 
     def log(message: str) -> None:
-        bar.update(task, description=message[:60])
+        bar.update(stage, description=message[:44])
 
     def note(message: str) -> None:  # remote executors' events (submissions, retries) stay on screen
         (bar.console.print if not quiet else log)(message)
@@ -215,7 +231,7 @@ def sweep(
         runner = LocalExecutor(log)
     try:
         with bar:
-            result = run_sweep(spec, store_path=store, executor=runner, on_config=on_config, log=log)
+            result = run_sweep(spec, store_path=store, executor=runner, on_config=on_config, log=log, on_start=on_start)
     except KeyboardInterrupt:
         n = summary_box[0].ran if summary_box else 0
         console.print(f"interrupted: {n} configuration(s) committed this run; rerun the same command to resume")

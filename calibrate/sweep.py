@@ -190,6 +190,7 @@ class Worker:
         """The rows of each configuration of ``unit``, one configuration at a time."""
         loaded = self._load(unit.model)
         if unit.kind == "reference":
+            self.log(f"{unit.model.label} unquantized: evaluating")
             yield self._evaluate(unit, loaded, None, None, {})
             return
         import torch
@@ -222,6 +223,7 @@ class Worker:
             if calib is not None:
                 shared["calibration_s"] = round(calib_s, 4)
             for cfg, res in zip(batch, results, strict=True):
+                self.log(f"{unit.model.label} B={cfg.bits} G={cfg.group_size}: evaluating")
                 start = time.perf_counter()
                 originals = sequential.swap_in(loaded.evaluator.model, res.weights)
                 try:
@@ -468,6 +470,7 @@ def run_sweep(
     executor: Executor | None = None,
     on_config: Callable[[SweepSummary, list[ResultRow]], None] | None = None,
     log: Progress | None = None,
+    on_start: Callable[[SweepSummary], None] | None = None,
 ) -> SweepSummary:
     """Run every configuration the store does not hold yet; commit each as it finishes."""
     path = Path(store_path or spec.store)
@@ -478,6 +481,8 @@ def run_sweep(
         todo = pending(units, stored(store, spec), lambda m: counts[m.model])
         planned = sum(u.size for u in units)
         summary = SweepSummary(str(path), planned, planned - sum(u.size for u in todo))
+        if on_start is not None:
+            on_start(summary)
         start = time.perf_counter()
         for rows in (executor or LocalExecutor(log)).map(spec, todo):
             summary.rows_added += store.add(rows)
