@@ -20,21 +20,35 @@ whatever n is, and is learned; with n small the beta-binomial reduces to the bin
 
 Model effects. A model size's deviation from the power law in N is shared by all its configurations, so the
 linear predictor also carries u_{m,t} ~ Normal(0, omega_t) per (model, tier) pair, m a (family, N) model. Without
-it, 300 configurations from 5 model sizes would pin alpha as if they were 300 independent sizes. (Per (model,
-task) effects would be finer but doubled the parameter count and made NUTS mix poorly in our measurements.)
+it, 300 configurations from 5 model sizes would pin alpha as if they were 300 independent sizes.
 
-Hierarchy, per law coefficient (c, alpha, beta, gamma, delta):
+Hierarchy (the model's meaning), per law coefficient (c, alpha, beta, gamma, delta):
 
-    mu_t            = prior mean_t + prior sd_t * mu_z_t        tier t's population law (families share it)
+    mu_t            ~ Normal(prior mean_t, prior sd)             tier t's population law (families share it)
     theta_{f,t}     ~ Normal(mu_t, tau)                         family f's law for tier t
     theta_{f,k}     ~ Normal(theta_{f,t(k)}, sigma)             family f's law for task k of tier t(k)
-    mu_z ~ Normal(0, 1); tau, sigma ~ HalfNormal(per coefficient); omega_t ~ HalfNormal; ln phi_t ~ Normal
+    tau, sigma ~ HalfNormal(per coefficient); omega_t ~ HalfNormal; ln phi_t ~ Normal
 
-A level with one member is not sampled: with one family theta_{f,t} = mu_t, and a tier with one task has
-theta_{f,k} = theta_{f,t}; the spread of a single member is not identified, and sampling it only adds a ridge
-for NUTS to crawl along. Each kept level is centred (site value theta) for the coefficients the data pin in
-every group and non-centred (site value (theta - loc) / scale) for the others (``centred_coefs``); the sites
-are ``z_tier`` and ``z_task`` either way. The model effects u_{m,t} (site ``z_model``) are centred.
+A level with one member is not sampled: with one family theta_{f,t} = mu_t (no tau), and a (family, tier) with one
+task has theta_{f,k} = theta_{f,t} (no sigma); the spread of a single member is not identified.
+
+Parameterisation (how NUTS sees it; the joint distribution above is unchanged). The previous direct form
+(sample mu, then theta_tier, theta_task, u) made NUTS hit its tree-depth cap on every draw: the rows pin
+c + alpha x_N + u per (model, tier), leaving a ridge along (c, alpha, u) and a funnel between omega and the
+per-family (c, alpha). Now:
+
+- m_{f,t} = the mean of family f's task laws in tier t is sampled instead of theta_{f,t}; the task laws are m plus
+  Helmert contrasts (site ``task_dev``, ~Normal(0, sigma) each), and theta_{f,t} is drawn from its conditional
+  given m and mu (site ``z_theta``), which nothing downstream depends on.
+- For c and alpha the rows see only v_{m,t} = c + alpha x_N of m + u_{m,t} (site ``v_model``, centred on the
+  data). (mu, m) for c and alpha are Gaussian given v and the scales, so they are integrated out: v has a
+  multivariate normal marginal, and (mu, m) are drawn from their conditional (site ``z_law``).
+- For beta, gamma, delta, mu is integrated out by sampling the families in turn, each conditioned on those before
+  (sites ``m_fam0``, ``m_fam1``, ...), then mu from its conditional (site ``z_mu``). Centred where the data pin
+  the coefficient, non-centred otherwise (``centred_coefs``).
+
+Measured (bench/fit_speed.py, 900 rows): mean leapfrog steps per draw went from ~253 (the cap) to ~23, and
+2 x (400 + 600) draws pass the gate (R-hat <= 1.01, ESS >= 400, no divergences).
 
 c is the intercept at the data's centre: the features [ln N, ln log2 B, ln log2 Cb, ln G] are centred on their
 mean (``Design``), which removes the intercept-slope correlation that makes NUTS crawl; the reported
@@ -268,32 +282,137 @@ class FitData:
 
 @dataclass(frozen=True)
 class Design:
-    """Centred law features, built once from numpy data (constants inside the model)."""
+    """Centred law features and the index structure of the hierarchy, built once from numpy data.
+
+    Model-tier pairs (one model = one (family, N)) carry the model effects; family-task pairs are the task laws
+    a family's data can inform; ``helmert`` (P, C) maps the C within-(family, tier) task contrasts to the P
+    family-task laws' deviations from their (family, tier) mean (orthonormal columns, each orthogonal to 1).
+    """
 
     centre: np.ndarray  # (4,) mean of [ln N, ln log2 B, ln log2 Cb, ln G] over the rows
     constant: np.ndarray  # (4,) bool: the factor never varies (its exponent is prior-only)
+    x: np.ndarray  # (R, 4) centred features
     model: np.ndarray  # (R,) index of the (model, tier) pair each row belongs to
     n_pairs: int
     n_models: int
     pair_tier: np.ndarray  # (n_pairs,) tier of each (model, tier) pair
+    pair_family: np.ndarray  # (n_pairs,) family of each (model, tier) pair
+    pair_x: np.ndarray  # (n_pairs,) centred ln N of each (model, tier) pair
+    ftask: np.ndarray  # (R,) index of the observed (family, task) pair each row belongs to
+    ftask_family: np.ndarray  # (P,)
+    ftask_task: np.ndarray  # (P,)
+    ftask_tier: np.ndarray  # (P,)
+    helmert: np.ndarray  # (P, C)
+    n_tasks_ft: np.ndarray  # (F, T) observed tasks per (family, tier); 0 where the family has none
+    unobserved: np.ndarray  # (U, 2) (family, task) pairs with no rows: their laws are prior draws
 
     @classmethod
     def of(cls, data: FitData) -> Design:
         raw = law.design(data.params, data.bits, data.group_size, data.calib_samples)[:, 1:]  # drop the 1s
         constant = np.ptp(raw, axis=0) == 0
         centre = np.where(constant, raw[0], raw.mean(axis=0))
-        model_keys = np.stack([np.asarray(data.family, dtype=float), np.asarray(data.params, dtype=float)], axis=1)
+        x = raw - centre
+        fam, tier, task = (np.asarray(a, dtype=int) for a in (data.family, data.tier, data.task))
+        model_keys = np.stack([fam.astype(float), np.asarray(data.params, dtype=float)], axis=1)
         _, model = np.unique(model_keys, axis=0, return_inverse=True)
-        pair_keys = np.stack([model.ravel(), np.asarray(data.tier, dtype=int)], axis=1)
-        pairs, pair = np.unique(pair_keys, axis=0, return_inverse=True)
+        model = model.ravel()
+        pairs, pair = np.unique(np.stack([model, tier], axis=1), axis=0, return_inverse=True)
+        pair = pair.ravel()
+        n_pairs = len(pairs)
+        pair_family, pair_x = np.zeros(n_pairs, int), np.zeros(n_pairs)
+        pair_family[pair], pair_x[pair] = fam, x[:, 0]
+        ft, ftask = np.unique(np.stack([fam, task], axis=1), axis=0, return_inverse=True)
+        ftask = ftask.ravel()
+        task_tier = data.task_tier
+        ft_tier = task_tier[ft[:, 1]]
+        n_f, n_t, n_k = len(data.family_names), len(data.tier_names), len(data.task_names)
+        n_tasks_ft = np.zeros((n_f, n_t), dtype=int)
+        blocks = []
+        for f in range(n_f):
+            for t in range(n_t):
+                members = np.flatnonzero((ft[:, 0] == f) & (ft_tier == t))
+                n_tasks_ft[f, t] = members.size
+                if members.size > 1:
+                    blocks.append((members, _helmert(members.size)))
+        helmert = np.zeros((len(ft), sum(h.shape[1] for _, h in blocks)))
+        col = 0
+        for members, h in blocks:
+            helmert[np.ix_(members, np.arange(col, col + h.shape[1]))] = h
+            col += h.shape[1]
+        seen = {(int(a), int(b)) for a, b in ft}
+        unobserved = np.array([(f, k) for f in range(n_f) for k in range(n_k) if (f, k) not in seen], dtype=int)
         return cls(
             centre=centre,
             constant=constant,
-            model=pair.ravel().astype(int),
-            n_pairs=int(pair.max()) + 1,
+            x=x,
+            model=pair.astype(int),
+            n_pairs=n_pairs,
             n_models=int(model.max()) + 1,
             pair_tier=pairs[:, 1].astype(int),
+            pair_family=pair_family,
+            pair_x=pair_x,
+            ftask=ftask.astype(int),
+            ftask_family=ft[:, 0].astype(int),
+            ftask_task=ft[:, 1].astype(int),
+            ftask_tier=ft_tier.astype(int),
+            helmert=helmert,
+            n_tasks_ft=n_tasks_ft,
+            unobserved=unobserved.reshape(-1, 2),
         )
+
+
+@dataclass(frozen=True)
+class _LatentCA:
+    """Constant structure of the Gaussian block (mu, m) of c and alpha, all tiers: g ~ Normal(g0, G), v = B g + u.
+
+    Per tier t the block is [mu_c, mu_alpha, m_c (F), m_alpha (F)]. G's part from mu (prior sd^2, shared by mu
+    and every m) is constant; the family spread tau^2 + w is added on the m diagonal (``diag_idx``, read from
+    var_m (2, F, T) at ``diag_src``).
+    """
+
+    g0: np.ndarray  # (D,)
+    g_const: np.ndarray  # (D, D)
+    b: np.ndarray  # (P, D)
+    diag_idx: np.ndarray  # (2 F T,)
+    diag_src: tuple[np.ndarray, np.ndarray, np.ndarray]
+    mu_idx: np.ndarray  # (T, 2)
+    m_idx: np.ndarray  # (F, T, 2)
+
+    @classmethod
+    def of(cls, design: Design, n_fams: int, n_tiers: int, prior_mean: np.ndarray, prior_sd: np.ndarray) -> _LatentCA:
+        block = 2 + 2 * n_fams
+        size = block * n_tiers
+        g0, g_const = np.zeros(size), np.zeros((size, size))
+        mu_idx, m_idx = np.zeros((n_tiers, 2), int), np.zeros((n_fams, n_tiers, 2), int)
+        diag_idx: list[int] = []
+        src: tuple[list[int], list[int], list[int]] = ([], [], [])
+        for t in range(n_tiers):
+            for j in range(2):
+                i_mu = t * block + j
+                i_m = t * block + 2 + j * n_fams + np.arange(n_fams)
+                mu_idx[t, j], m_idx[:, t, j] = i_mu, i_m
+                idx = np.concatenate([[i_mu], i_m])
+                g0[idx] = prior_mean[t, j]
+                g_const[np.ix_(idx, idx)] = prior_sd[j] ** 2
+                diag_idx += list(i_m)
+                src[0].extend([j] * n_fams)
+                src[1].extend(range(n_fams))
+                src[2].extend([t] * n_fams)
+        b = np.zeros((design.n_pairs, size))
+        rows = np.arange(design.n_pairs)
+        b[rows, m_idx[design.pair_family, design.pair_tier, 0]] = 1.0
+        b[rows, m_idx[design.pair_family, design.pair_tier, 1]] = design.pair_x
+        diag_src = (np.array(src[0]), np.array(src[1]), np.array(src[2]))
+        return cls(g0, g_const, b, np.array(diag_idx), diag_src, mu_idx, m_idx)
+
+
+def _helmert(k: int) -> np.ndarray:
+    """(k, k-1) orthonormal columns orthogonal to the ones vector: x -> H^T x are k-1 independent contrasts."""
+    h = np.zeros((k, k - 1))
+    for j in range(1, k):
+        h[:j, j - 1] = 1.0 / np.sqrt(j * (j + 1))
+        h[j, j - 1] = -j / np.sqrt(j * (j + 1))
+    return h
 
 
 def ln_a_from_centred(c: Any, slopes: Any, centre: np.ndarray) -> Any:
@@ -302,54 +421,95 @@ def ln_a_from_centred(c: Any, slopes: Any, centre: np.ndarray) -> Any:
 
 
 def centred_coefs(data: FitData, design: Design, d: int) -> np.ndarray:
-    """(d,) 1.0 where a coefficient's group levels are centred, 0.0 where non-centred.
+    """(d,) 1.0 where a coefficient's family and task levels are centred, 0.0 where non-centred.
 
-    Centred where the data pin the coefficient in every (family, task) group: always the intercept c, and the
-    B exponent where every group has at least two bit-widths. alpha stays non-centred (the model-size effects
-    leave it weakly pinned), and so do gamma and delta: with their small scales (tau, sigma ~ 0.02) a centred
-    site makes a funnel, and in published tables Cb, often G, take one value per family (measured on 300
-    simulated configurations: centring them too lowered the ESS of tau from ~45 to ~10 per 150 draws).
+    Centred: the intercept c always, and beta where every (family, task) group has two bit-widths (the data pin
+    both per group). Non-centred: alpha (pinned per family only through a handful of model sizes), gamma and
+    delta, whose small scales (tau, sigma ~ 0.02) make a funnel with a centred site. Measured on the benchmark
+    (300 simulated configurations, fit.bayes.synthetic_rows): centring gamma and delta too, where the grid
+    varies them, gave 54 divergences per 1,200 draws instead of 0-4.
     """
     raw = law.design(data.params, data.bits, data.group_size, data.calib_samples)[:, 2]  # ln log2 B
-    group = np.asarray(data.family, dtype=int) * len(data.task_names) + np.asarray(data.task, dtype=int)
+    group = design.ftask
     varies = all(np.ptp(raw[group == g]) > 0 for g in np.unique(group))
-    return np.array([1.0, 0.0, float(varies), 0.0, 0.0][:d])
+    return np.array([1.0, 0.0, float(varies), 0.0, 0.0])[:d]
 
 
-def _level(name: str, loc: Any, scale: Any, centred: Any) -> Any:
-    """Sample site ``name`` for theta ~ Normal(loc, scale), centred where ``centred`` is 1, else non-centred.
+def lgamma(x: Any) -> Any:
+    """ln Gamma(x) for x > 0: Stirling's series at x + 6 after six recurrence steps.
 
-    Centred (value = theta) suits a coefficient the data pin in every group; non-centred (value = (theta - loc)
-    / scale) one the data barely inform, where a centred site would make a funnel with its scale. Returns theta.
+    Within 4e-10 absolute (3e-12 relative) of jax's gammaln from 1e-7 to 1e5, gradient within 1e-11, and ~5x
+    cheaper with its gradient on CPU in float64: the beta-binomial's lgammas were ~70% of a NUTS step.
     """
-    import numpyro
-    import numpyro.distributions as dist
+    import jax.numpy as jnp
 
-    raw = numpyro.sample(name, dist.Normal(loc * centred, scale**centred))
-    return raw * scale ** (1.0 - centred) + loc * (1.0 - centred)
+    y = x + 6.0
+    prod = x * (x + 1.0) * (x + 2.0) * (x + 3.0) * (x + 4.0) * (x + 5.0)
+    r = 1.0 / y
+    r2 = r * r
+    series = r * (1.0 / 12 - r2 * (1.0 / 360 - r2 * (1.0 / 1260 - r2 * (1.0 / 1680 - r2 / 1188))))
+    return (y - 0.5) * jnp.log(y) - y + 0.5 * float(np.log(2 * np.pi)) + series - jnp.log(prod)
 
 
 def _beta_binomial(a: Any, b: Any, n: Any) -> Any:
-    """numpyro's BetaBinomial with a log density written in lgamma alone (same value, ~10x cheaper gradient)."""
+    """numpyro's BetaBinomial with its log density written with ``lgamma`` (same value to 1e-9, ~10x cheaper)."""
     import numpyro.distributions as dist
-    from jax.scipy.special import gammaln
 
     class _BetaBinomial(dist.BetaBinomial):
         def log_prob(self, value: Any) -> Any:
             a, b, n = self.concentration1, self.concentration0, self.total_count
             return (
-                gammaln(n + 1.0)
-                - gammaln(value + 1.0)
-                - gammaln(n - value + 1.0)
-                + gammaln(value + a)
-                + gammaln(n - value + b)
-                - gammaln(n + a + b)
-                + gammaln(a + b)
-                - gammaln(a)
-                - gammaln(b)
+                lgamma(n + 1.0)
+                - lgamma(value + 1.0)
+                - lgamma(n - value + 1.0)
+                + lgamma(value + a)
+                + lgamma(n - value + b)
+                - lgamma(n + a + b)
+                + lgamma(a + b)
+                - lgamma(a)
+                - lgamma(b)
             )
 
     return _BetaBinomial(a, b, n)
+
+
+def _sqrt(v: Any) -> Any:
+    """sqrt with a finite gradient at 0 (a variance that is structurally 0 still gets a zero gradient)."""
+    import jax.numpy as jnp
+
+    return jnp.sqrt(jnp.maximum(v, 1e-30))
+
+
+def family_sites(n_fams: int) -> tuple[str, ...]:
+    """Names of the family-law sites (one per family: each is conditioned on the ones before it)."""
+    return tuple(f"m_fam{f}" for f in range(n_fams))
+
+
+def _family_chain(prior_mean: Any, prior_sd: Any, tau: Any, w: Any, cen: Any, fixed: Any) -> tuple[Any, Any]:
+    """Family laws m (F, T, c) for c columns, sampled in turn with the population mean mu integrated out, then
+    mu (T, c) drawn from its conditional given them. Sites m_fam{f} (T, c) and z_mu (T, c); ``fixed`` (F, T, c)
+    observes the family laws instead (simulation)."""
+    import jax.numpy as jnp
+    import numpyro
+    import numpyro.distributions as dist
+
+    n_fams, n_tiers, c = w.shape
+    pm = jnp.asarray(prior_mean)
+    pv = jnp.broadcast_to(jnp.asarray(prior_sd) ** 2, (n_tiers, c))
+    ms = []
+    for f, name in enumerate(family_sites(n_fams)):
+        v = tau**2 + w[f]
+        loc, scale = pm, _sqrt(pv + v)
+        obs = None if fixed is None else (fixed[f] - loc * (1.0 - cen)) / scale ** (1.0 - cen)
+        with numpyro.plate(f"fam{f}_coef", c, dim=-1), numpyro.plate(f"fam{f}_tiers", n_tiers, dim=-2):
+            raw = numpyro.sample(name, dist.Normal(loc * cen, scale**cen), obs=obs)
+        m_f = raw * scale ** (1.0 - cen) + loc * (1.0 - cen)
+        k = pv / (pv + v)
+        pm, pv = pm + k * (m_f - pm), pv * (1.0 - k)
+        ms.append(m_f)
+    with numpyro.plate("coef_mu", c, dim=-1), numpyro.plate("tiers_mu", n_tiers, dim=-2):
+        z_mu = numpyro.sample("z_mu", dist.Normal(0.0, 1.0))
+    return jnp.stack(ms), pm + _sqrt(pv) * z_mu
 
 
 def stratified_law(
@@ -360,16 +520,21 @@ def stratified_law(
     likelihood: str = "beta_binomial",
     priors: Priors = DEFAULT_PRIORS,
     observed: bool = True,
+    correct: Any = None,
+    family_laws: Any = None,
 ) -> None:
-    """NumPyro model: the stratified law with partial pooling (family -> tier -> task) on correct counts.
+    """NumPyro model: the stratified law with partial pooling (population -> family -> task) on correct counts.
 
     Sites reported by fit.infer: ``mu`` (T, d) tier population laws, ``theta_tier`` (F, T, d) and
     ``theta_task`` (F, K, d) on the centred scale (column 0 is c). ``observed=False`` leaves the counts
-    unobserved (posterior predictive draws). Pass ``design`` to skip rebuilding it at every trace.
+    unobserved (predictive draws); ``correct`` (R,) replaces data.correct as a traced argument (one
+    compilation for many data sets of the same shape); ``family_laws`` (F, T, d) fixes each family's mean task
+    law per tier (simulation). Pass ``design`` to skip rebuilding it at every trace.
     """
     import jax.numpy as jnp
     import numpyro
     import numpyro.distributions as dist
+    from jax.scipy.linalg import cho_solve
 
     coefs = law_coefs(law_form)
     if likelihood not in LIKELIHOODS:
@@ -378,70 +543,117 @@ def stratified_law(
     design = design if design is not None else Design.of(data)
     n_tiers, n_fams = len(data.tier_names), len(data.family_names)
     prior_mean, prior_sd = priors.for_tiers(data.tier_names, d)
-    task_tier = jnp.asarray(data.task_tier)
+    n_contrasts = design.helmert.shape[1]
 
-    # Levels with a single member are dropped, not sampled: with one family the family law is the population
-    # law (no tau), and a tier with one task has that task's law as its tier law (no sigma). Each kept level is
-    # centred for the coefficients the data pin per group (CENTRED) and non-centred for the rest (``_level``).
-    centred = jnp.asarray(centred_coefs(data, design, d))
-    multi = np.bincount(data.task_tier, minlength=n_tiers)[data.task_tier] > 1  # (K,) task's tier has > 1 task
+    # Scales. A level with one member everywhere is not sampled: tau needs two families, sigma a (family, tier)
+    # with two tasks (or a task some family lacks, whose law is then a prior draw around the family's tier law).
+    zeros = jnp.zeros(d)
     with numpyro.plate("coef", d, dim=-1):
-        tau = numpyro.sample("tau", dist.HalfNormal(jnp.asarray(priors.tau[:d])))
-        sigma = numpyro.sample("sigma", dist.HalfNormal(jnp.asarray(priors.sigma[:d])))
-        with numpyro.plate("tiers", n_tiers, dim=-2):
-            mu_z = numpyro.sample("mu_z", dist.Normal(0.0, 1.0))
-    mu = numpyro.deterministic("mu", jnp.asarray(prior_mean) + jnp.asarray(prior_sd) * mu_z)
-    if n_fams > 1:
-        with (
-            numpyro.plate("coef_t", d, dim=-1),
-            numpyro.plate("tiers_t", n_tiers, dim=-2),
-            numpyro.plate("families_t", n_fams, dim=-3),
-        ):
-            theta_tier = _level("z_tier", mu[None], tau, centred)
-    else:
-        theta_tier = mu[None]
-    theta_tier = numpyro.deterministic("theta_tier", theta_tier)
-    theta_task = theta_tier[:, task_tier]
-    if multi.any():
-        idx = np.flatnonzero(multi)
-        with (
-            numpyro.plate("coef_k", d, dim=-1),
-            numpyro.plate("tasks", idx.size, dim=-2),
-            numpyro.plate("families_k", n_fams, dim=-3),
-        ):
-            theta_multi = _level("z_task", theta_task[:, idx], sigma, centred)
-        theta_task = theta_task.at[:, idx].set(theta_multi)
-    theta_task = numpyro.deterministic("theta_task", theta_task)
-
+        tau = numpyro.sample("tau", dist.HalfNormal(jnp.asarray(priors.tau[:d]))) if n_fams > 1 else zeros
+        use_sigma = n_contrasts > 0 or len(design.unobserved) > 0
+        sigma = numpyro.sample("sigma", dist.HalfNormal(jnp.asarray(priors.sigma[:d]))) if use_sigma else zeros
     with numpyro.plate("tiers_1", n_tiers):
         omega = numpyro.sample("omega", dist.HalfNormal(priors.omega))
         log_phi = numpyro.sample("log_phi", dist.Normal(priors.log_phi_mean, priors.log_phi_sd))
-    with numpyro.plate("pairs", design.n_pairs):
-        # Centred: ~15-40 rows per (model, tier) pair pin each deviation far tighter than omega does.
-        u_model = numpyro.sample("z_model", dist.Normal(0.0, omega[jnp.asarray(design.pair_tier)]))
 
-    fam, task, tier = (jnp.asarray(a, dtype=jnp.int32) for a in (data.family, data.task, data.tier))
-    th = theta_task[fam, task]  # (R, d), centred scale
-    slopes = th[:, 1:]
-    ln_a = ln_a_from_centred(th[:, 0], slopes, design.centre) + u_model[jnp.asarray(design.model)]
-    # The law sees the original factors; with ln_a taken off the centre, a constant factor's exponent cancels.
-    params, bits, gsize, cb = (jnp.asarray(a) for a in (data.params, data.bits, data.group_size, data.calib_samples))
-    if law_form == "four_factor":
-        coef = law.LawCoef(ln_a, slopes[:, 0], slopes[:, 1], slopes[:, 2], slopes[:, 3])
-        acc_adj = law.four_factor(coef, params, bits, gsize, cb, xp=jnp)
+    # m_{f,t}: family f's mean task law in tier t (the tier law theta_{f,t} plus the mean of its tasks'
+    # deviations). Given mu_t it is Normal(mu_t, tau^2 + w_{f,t}), w = sigma^2 / K for K >= 2 tasks (0 for one
+    # task: that task's law is the tier law).
+    k_ft = jnp.asarray(design.n_tasks_ft, dtype=float)[..., None]  # (F, T, 1)
+    w = jnp.where(k_ft >= 2, sigma**2 / jnp.maximum(k_ft, 1.0), 0.0)  # (F, T, d)
+
+    # (1) c and alpha enter the likelihood only through the model effects, v_{m,t} = c + alpha x_N of the
+    # family's mean task law + u_{m,t}, u ~ Normal(0, omega_t); v is what the rows pin. Given the scales,
+    # (mu, m) for c and alpha and v are jointly Gaussian, so (mu, m) are integrated out: v is sampled from its
+    # marginal Normal, and (mu, m) drawn afterwards from their conditional given v (standard-normal site
+    # ``z_law``). This removes the funnel between omega and the per-family (c, alpha) that made NUTS crawl.
+    # (2) The exponents of B, Cb, G (columns 2..) enter the rows non-linearly: their family laws are sampled in
+    # turn, each conditioned on those before it (mu integrated out by a Kalman update of its Normal), then mu_t
+    # from its conditional given all of them; centred where the data pin the coefficient (``centred_coefs``).
+    # Simulation with fixed ``family_laws`` runs (2) for every column and draws v around the fixed c, alpha.
+    cen_all = jnp.asarray(centred_coefs(data, design, d))
+    if family_laws is None:
+        lat = _LatentCA.of(design, n_fams, n_tiers, prior_mean, prior_sd)
+        var_m = jnp.stack([tau[0] ** 2 + w[:, :, 0], tau[1] ** 2 + w[:, :, 1]])  # (2, F, T)
+        g_cov = jnp.asarray(lat.g_const).at[lat.diag_idx, lat.diag_idx].add(var_m[lat.diag_src])
+        b = jnp.asarray(lat.b)
+        s_cov = b @ g_cov @ b.T + jnp.diag(omega[jnp.asarray(design.pair_tier)] ** 2)
+        s_chol = jnp.linalg.cholesky(s_cov)
+        v_loc = jnp.asarray(lat.b @ lat.g0)
+        v_model = numpyro.sample("v_model", dist.MultivariateNormal(v_loc, scale_tril=s_chol))
+        gain = cho_solve((s_chol, True), b @ g_cov).T  # (D, P): G B^T S^-1
+        g_mean = jnp.asarray(lat.g0) + gain @ (v_model - v_loc)
+        g_cond = g_cov - gain @ b @ g_cov
+        g_cond = 0.5 * (g_cond + g_cond.T) + 1e-10 * jnp.eye(lat.g0.size)
+        z_law = numpyro.sample("z_law", dist.Normal(jnp.zeros(lat.g0.size), 1.0).to_event(1))
+        g = g_mean + jnp.linalg.cholesky(g_cond) @ z_law
+        m_rest, mu_rest = _family_chain(prior_mean[:, 2:], prior_sd[2:], tau[2:], w[..., 2:], cen_all[2:], None)
+        mu = jnp.concatenate([g[jnp.asarray(lat.mu_idx)], mu_rest], axis=-1)
+        m = jnp.concatenate([g[jnp.asarray(lat.m_idx)], m_rest], axis=-1)  # (F, T, d)
     else:
-        acc_adj = law.baseline(law.LawCoef(ln_a, slopes[:, 0], slopes[:, 1]), params, bits, xp=jnp)
+        m, mu = _family_chain(prior_mean, prior_sd, tau, w, cen_all, jnp.asarray(family_laws)[..., :d])
+        pf, pt = jnp.asarray(design.pair_family), jnp.asarray(design.pair_tier)
+        with numpyro.plate("pairs", design.n_pairs):
+            v_loc = m[pf, pt, 0] + m[pf, pt, 1] * jnp.asarray(design.pair_x)
+            v_model = numpyro.sample("v_model", dist.Normal(v_loc, omega[pt]))
+    mu = numpyro.deterministic("mu", mu)
+
+    # theta_{f,t} | m_{f,t}, mu_t: prior Normal(mu, tau^2), and m | theta ~ Normal(theta, w). Reported only.
+    den = tau**2 + w
+    safe = jnp.where(den > 0, den, 1.0)
+    frac = jnp.where(den > 0, tau**2 / safe, 1.0)
+    with (
+        numpyro.plate("coef_t", d, dim=-1),
+        numpyro.plate("tiers_t", n_tiers, dim=-2),
+        numpyro.plate("families_t", n_fams, dim=-3),
+    ):
+        z_theta = numpyro.sample("z_theta", dist.Normal(0.0, 1.0))
+    theta_tier = numpyro.deterministic("theta_tier", mu + frac * (m - mu) + _sqrt(tau**2 * w / safe) * z_theta)
+
+    # Task laws: the family's mean task law plus the within-(family, tier) contrasts (Helmert): task deviations
+    # ~ Normal(0, sigma) about the tier law, their mean absorbed into m. Centred per coefficient as above.
+    dev = jnp.zeros((len(design.ftask_family), d))
+    if n_contrasts:
+        with numpyro.plate("coef_k", d, dim=-1), numpyro.plate("contrasts", n_contrasts, dim=-2):
+            raw = numpyro.sample("task_dev", dist.Normal(0.0, sigma**cen_all))
+        dev = jnp.asarray(design.helmert) @ (raw * sigma ** (1.0 - cen_all))
+    fam_p, tier_p = jnp.asarray(design.ftask_family), jnp.asarray(design.ftask_tier)
+    theta_ft = m[fam_p, tier_p] + dev  # (P, d)
+    theta_task = jnp.zeros((n_fams, len(data.task_names), d)).at[fam_p, jnp.asarray(design.ftask_task)].set(theta_ft)
+    if len(design.unobserved):
+        uf, uk = design.unobserved[:, 0], design.unobserved[:, 1]
+        with numpyro.plate("coef_u", d, dim=-1), numpyro.plate("unobserved", len(uf), dim=-2):
+            z_new = numpyro.sample("z_task_new", dist.Normal(0.0, 1.0))
+        new = theta_tier[jnp.asarray(uf), jnp.asarray(data.task_tier[uk])] + sigma * z_new
+        theta_task = theta_task.at[jnp.asarray(uf), jnp.asarray(uk)].set(new)
+    numpyro.deterministic("theta_task", theta_task)
+
+    # The rows: ln(-ln Acc_adj) = eta, the law of fit/law.py on centred features, with the (model, tier) level
+    # v in place of c + alpha x_N (the conditional draws of c and alpha above never enter the likelihood).
+    fam, tier = jnp.asarray(data.family, dtype=jnp.int32), jnp.asarray(data.tier, dtype=jnp.int32)
+    x = jnp.asarray(design.x[:, : d - 1])  # (R, d-1) centred features the law uses
+    row_dev = dev[jnp.asarray(design.ftask)]  # (R, d)
+    slopes = m[fam, tier, 2:] + row_dev[:, 2:]
+    eta = (
+        v_model[jnp.asarray(design.model)] + row_dev[:, 0] + row_dev[:, 1] * x[:, 0] + (slopes * x[:, 1:]).sum(axis=-1)
+    )
+    acc_adj = jnp.exp(-jnp.exp(eta))
     chance = jnp.asarray(data.chance)
     p = jnp.clip(law.denormalize(acc_adj, chance, xp=jnp), P_EPS, 1.0 - P_EPS)
 
     n = jnp.asarray(np.asarray(data.n, dtype=int))
-    obs = jnp.asarray(np.asarray(data.correct, dtype=int)) if observed else None
+    if not observed:
+        obs_counts = None
+    elif correct is not None:
+        obs_counts = correct
+    else:
+        obs_counts = jnp.asarray(np.asarray(data.correct, dtype=int))
     with numpyro.plate("rows", len(data)):
         if likelihood == "beta_binomial":
             phi = jnp.exp(log_phi)[tier]
-            numpyro.sample("correct", _beta_binomial(p * phi, (1.0 - p) * phi, n), obs=obs)
+            numpyro.sample("correct", _beta_binomial(p * phi, (1.0 - p) * phi, n), obs=obs_counts)
         else:
-            numpyro.sample("correct", dist.Binomial(n, probs=p), obs=obs)
+            numpyro.sample("correct", dist.Binomial(n, probs=p), obs=obs_counts)
 
 
 def simulate(
@@ -455,30 +667,32 @@ def simulate(
 ) -> tuple[FitData, dict[str, np.ndarray]]:
     """Counts drawn from the model itself at data's rows (data.correct is ignored); returns (data, all sites).
 
-    ``truth`` fixes any latent site (e.g. ``mu_z``, ``tau``, ``sigma``, ``omega``, ``log_phi``, ``z_tier``);
-    the rest are drawn from their priors. ``mu_z_for`` turns tier laws into ``mu_z``.
+    ``truth`` fixes latent sites (e.g. ``tau``, ``sigma``, ``omega``, ``log_phi``) and, under the key
+    ``family_laws`` (F, T, d; centred scale, c first), each family's mean task law per tier; everything else is
+    drawn from its prior. With no ``truth`` at all this is a draw from the prior (simulation-based calibration).
     """
     import jax
     from numpyro import handlers
 
+    truth = dict(truth or {})
+    family_laws = truth.pop("family_laws", None)
     design = Design.of(data)
-    model = handlers.seed(handlers.condition(stratified_law, data=truth or {}), jax.random.PRNGKey(seed))
-    trace = handlers.trace(model).get_trace(
-        data, design, law_form=law_form, likelihood=likelihood, priors=priors, observed=False
-    )
+    model = handlers.seed(handlers.condition(stratified_law, data=truth), jax.random.PRNGKey(seed))
+    with jax.enable_x64(True):
+        trace = handlers.trace(model).get_trace(
+            data,
+            design,
+            law_form=law_form,
+            likelihood=likelihood,
+            priors=priors,
+            observed=False,
+            family_laws=family_laws,
+        )
     sites = {
         name: np.asarray(site["value"]) for name, site in trace.items() if site["type"] in ("sample", "deterministic")
     }
     out = FitData(**{**data.__dict__, "correct": sites["correct"].astype(int)})
     return out, sites
-
-
-def mu_z_for(
-    mu: Any, tiers: Sequence[str], law_form: str = "four_factor", priors: Priors = DEFAULT_PRIORS
-) -> np.ndarray:
-    """The ``mu_z`` site value that puts the tier population laws at ``mu`` (T, d; centred scale, c first)."""
-    mean, sd = priors.for_tiers(tiers, len(law_coefs(law_form)))
-    return (np.asarray(mu, dtype=float) - mean) / sd
 
 
 # Task shapes for synthetic data: (name, tier, chance, items), three tasks per tier like the tier map's.

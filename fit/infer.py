@@ -34,7 +34,15 @@ from fit.bayes import (
 )
 
 LAW_FIELDS: tuple[str, ...] = law.FEATURES  # ln_a, alpha, beta, gamma, delta
-LATENT_SITES: tuple[str, ...] = ("mu_z", "tau", "sigma", "z_tier", "z_task", "omega", "log_phi", "z_model")
+DETERMINISTIC_SITES: tuple[str, ...] = ("mu", "theta_tier", "theta_task")
+OBSERVED_SITES: tuple[str, ...] = ("correct",)
+
+
+def latent_sites(draws: dict[str, Any]) -> dict[str, Any]:
+    """The sampled latent sites of a draw dict (the model's family sites are named per family: m_fam0, ...)."""
+    return {k: v for k, v in draws.items() if k not in DETERMINISTIC_SITES + OBSERVED_SITES}
+
+
 COEF_GROUPS: tuple[str, ...] = ("population", "tier", "task")
 
 
@@ -67,6 +75,7 @@ class Diagnostics:
     num_chains: int = 1
     num_draws: int = 0  # draws per chain before thinning
     svi: SVIConvergence | None = None
+    mean_steps: float = 0.0  # NUTS: mean leapfrog steps per draw (2^max_tree_depth - 1 when trees hit the cap)
 
     def problems(self, thresholds: Thresholds = Thresholds()) -> list[str]:
         """One line per failed check; empty when the fit passes."""
@@ -187,6 +196,7 @@ def _build(
     warnings: list[str],
     seconds: float,
 ) -> Posterior:
+    n, d = draws["mu"].shape[0], draws["mu"].shape[-1]
     return Posterior(
         method=method,
         law_form=law_form,
@@ -200,12 +210,12 @@ def _build(
         tier=_to_law_scale(draws["theta_tier"], design.centre),
         task=_to_law_scale(draws["theta_task"], design.centre),
         hyper={
-            "tau": draws["tau"],
-            "sigma": draws["sigma"],
+            "tau": draws.get("tau", np.zeros((n, d))),
+            "sigma": draws.get("sigma", np.zeros((n, d))),
             "omega": draws["omega"],
             "phi": np.exp(draws["log_phi"]),
         },
-        samples={k: draws[k] for k in LATENT_SITES if k in draws},  # levels with one member have no site
+        samples=latent_sites(draws),  # levels with one member have no site
         diagnostics=diagnostics,
         warnings=warnings,
         priors=priors,
@@ -221,9 +231,10 @@ def _groups(chains: dict[str, np.ndarray], centre: np.ndarray, law_form: str) ->
         scaled = _to_law_scale(chains[site], centre)
         out[group] = np.stack([scaled[f] for f in LAW_FIELDS[:d]], axis=-1)
     out["scales"] = np.concatenate(
-        [chains[s].reshape((*chains[s].shape[:2], -1)) for s in ("tau", "sigma", "omega", "log_phi")], axis=-1
+        [chains[s].reshape((*chains[s].shape[:2], -1)) for s in ("tau", "sigma", "omega", "log_phi") if s in chains],
+        axis=-1,
     )
-    out["model_effects"] = chains["z_model"]
+    out["model_effects"] = chains["v_model"]
     return {g: a.reshape((*a.shape[:2], -1)) for g, a in out.items()}
 
 
@@ -254,24 +265,75 @@ def run_nuts(
     priors: Priors = DEFAULT_PRIORS,
     target_accept_prob: float = 0.9,
     max_tree_depth: int = 8,
+    dense_mass: bool = False,
     max_draws: int = 1000,
     allow_single_size: bool = False,
     progress_bar: bool = False,
 ) -> Posterior:
     """NUTS on the stratified law. Chains run in parallel when JAX has as many host devices, else vectorized.
 
-    max_tree_depth 8 (256 steps per draw) bounds the cost of one draw; hitting it shows up as low ESS.
+    max_tree_depth 8 (255 steps per draw) only bounds the cost of a bad draw: with the model's
+    parameterisation (fit.bayes) trees take ~15-31 steps; hitting the cap shows up as low ESS.
     """
+    return run_nuts_many(
+        data,
+        [np.asarray(data.correct)],
+        num_warmup=num_warmup,
+        num_samples=num_samples,
+        num_chains=num_chains,
+        seed=seed,
+        law_form=law_form,
+        likelihood=likelihood,
+        priors=priors,
+        target_accept_prob=target_accept_prob,
+        max_tree_depth=max_tree_depth,
+        dense_mass=dense_mass,
+        max_draws=max_draws,
+        allow_single_size=allow_single_size,
+        progress_bar=progress_bar,
+    )[0]
+
+
+@_x64
+def run_nuts_many(
+    data: FitData,
+    counts: list[np.ndarray],
+    *,
+    num_warmup: int = 500,
+    num_samples: int = 500,
+    num_chains: int = 2,
+    seed: int = 0,
+    law_form: str = "four_factor",
+    likelihood: str = "beta_binomial",
+    priors: Priors = DEFAULT_PRIORS,
+    target_accept_prob: float = 0.9,
+    max_tree_depth: int = 8,
+    dense_mass: bool = False,
+    max_draws: int = 1000,
+    allow_single_size: bool = False,
+    progress_bar: bool = False,
+) -> list[Posterior]:
+    """One NUTS fit per count vector in ``counts`` (each (R,) for data's rows), compiled once for all.
+
+    The counts are a traced model argument (``jit_model_args``), so replicate data sets of one design (as in
+    simulation-based calibration) cost one compilation.
+    """
+    import functools
+
     import jax
+    import jax.numpy as jnp
     from numpyro.diagnostics import effective_sample_size, split_gelman_rubin
     from numpyro.infer import MCMC, NUTS, init_to_median
 
     design, warnings = _prepare(data, law_form, likelihood, allow_single_size)
-    start = time.perf_counter()
+    for c in counts:
+        FitData(**{**data.__dict__, "correct": np.asarray(c)}).validate(allow_single_size=allow_single_size)
+    model = functools.partial(stratified_law, data, design, law_form=law_form, likelihood=likelihood, priors=priors)
     kernel = NUTS(
-        stratified_law,
+        model,
         target_accept_prob=target_accept_prob,
         max_tree_depth=max_tree_depth,
+        dense_mass=dense_mass,
         init_strategy=init_to_median(num_samples=15),
     )
     # Vectorized rather than sequential when the host has too few devices: one compilation, one initialisation
@@ -284,47 +346,51 @@ def run_nuts(
         num_chains=num_chains,
         chain_method=chain_method,
         progress_bar=progress_bar,
+        jit_model_args=True,
     )
-    mcmc.run(
-        jax.random.PRNGKey(seed),
-        data,
-        design,
-        law_form=law_form,
-        likelihood=likelihood,
-        priors=priors,
-        extra_fields=("diverging",),
-    )
-    chains = {k: np.asarray(v) for k, v in mcmc.get_samples(group_by_chain=True).items()}
-    diverging = np.asarray(mcmc.get_extra_fields(group_by_chain=True)["diverging"])
-    seconds = time.perf_counter() - start
-
-    r_hat, ess = {}, {}
-    for group, arr in _groups(chains, design.centre, law_form).items():
-        if num_samples >= 4:
-            r_hat[group] = float(np.nanmax(split_gelman_rubin(arr)))
-            ess[group] = float(np.nanmin(effective_sample_size(arr)))
-    diagnostics = Diagnostics(
-        method="nuts",
-        r_hat=r_hat,
-        ess=ess,
-        divergences=int(diverging.sum()),
-        num_chains=num_chains,
-        num_draws=num_samples,
-    )
-    thin = max(1, math.ceil(num_chains * num_samples / max_draws))
-    flat = {k: v.reshape((-1, *v.shape[2:]))[::thin] for k, v in chains.items()}
-    return _build(
-        "nuts",
-        data,
-        design,
-        flat,
-        law_form=law_form,
-        likelihood=likelihood,
-        priors=priors,
-        diagnostics=diagnostics,
-        warnings=warnings,
-        seconds=seconds,
-    )
+    out = []
+    for i, c in enumerate(counts):
+        start = time.perf_counter()
+        mcmc.run(
+            jax.random.PRNGKey(seed + i),
+            correct=jnp.asarray(np.asarray(c, dtype=int)),
+            extra_fields=("diverging", "num_steps"),
+        )
+        chains = {k: np.asarray(v) for k, v in mcmc.get_samples(group_by_chain=True).items()}
+        extra = mcmc.get_extra_fields(group_by_chain=True)
+        seconds = time.perf_counter() - start
+        r_hat, ess = {}, {}
+        for group, arr in _groups(chains, design.centre, law_form).items():
+            if num_samples >= 4:
+                r_hat[group] = float(np.nanmax(split_gelman_rubin(arr)))
+                ess[group] = float(np.nanmin(effective_sample_size(arr)))
+        diagnostics = Diagnostics(
+            method="nuts",
+            r_hat=r_hat,
+            ess=ess,
+            divergences=int(np.asarray(extra["diverging"]).sum()),
+            num_chains=num_chains,
+            num_draws=num_samples,
+            mean_steps=float(np.asarray(extra["num_steps"]).mean()),
+        )
+        thin = max(1, math.ceil(num_chains * num_samples / max_draws))
+        flat = {k: v.reshape((-1, *v.shape[2:]))[::thin] for k, v in chains.items()}
+        fitted = FitData(**{**data.__dict__, "correct": np.asarray(c)})
+        out.append(
+            _build(
+                "nuts",
+                fitted,
+                design,
+                flat,
+                law_form=law_form,
+                likelihood=likelihood,
+                priors=priors,
+                diagnostics=diagnostics,
+                warnings=warnings,
+                seconds=seconds,
+            )
+        )
+    return out
 
 
 @_x64
@@ -396,7 +462,7 @@ def run_svi(
         loc_tol=loc_tol,
     )
     latent = guide.sample_posterior(key_draw, params, sample_shape=(num_draws,))
-    latent = {k: v for k, v in latent.items() if k in LATENT_SITES}
+    latent = latent_sites(latent)
     # One compiled function, not hundreds of eagerly dispatched (and each separately compiled) batched ops.
     det = jax.jit(
         lambda key, latent: Predictive(
@@ -448,7 +514,7 @@ def posterior_predictive_check(
     if num_draws is not None and posterior.num_draws > num_draws:
         step = math.ceil(posterior.num_draws / num_draws)
         latent = {k: v[::step] for k, v in latent.items()}
-    if latent["z_model"].shape[-1] != design.n_pairs or len(data.task_names) != len(posterior.task_names):
+    if latent["v_model"].shape[-1] != design.n_pairs or len(data.task_names) != len(posterior.task_names):
         raise ValueError("posterior_predictive_check needs the data the posterior was fitted on")
     pred = jax.jit(
         lambda key, latent: Predictive(stratified_law, posterior_samples=latent, return_sites=["correct"])(
