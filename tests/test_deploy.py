@@ -66,8 +66,11 @@ def test_checkpoint_loads_on_the_4bit_grid_and_beats_chance(checkpoint: tuple[Pa
     from calibrate.evaluate import Evaluator
 
     _, out, _ = checkpoint
+    from huggingface_hub import constants
+
     env = dict(os.environ)  # importing gptqmodel (through transformers) sets HF_HOME and other variables
     try:
+        os.environ.setdefault("HF_HOME", str(constants.HF_HOME))  # else tokenicer points it at /tmp
         ev = Evaluator(out)  # the checkpoint's own tier map, as `calibrate evaluate --model OUT` uses
         quantized = {n: m for n, m in ev.model.named_modules() if hasattr(m, "qweight")}
         assert len(quantized) == 2 * 7  # q, k, v, o, gate, up, down in each of 2 layers
