@@ -22,10 +22,12 @@ Choices made here, and why:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
 import random
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -178,10 +180,12 @@ class Evaluator:
         hf_logging.disable_progress_bar()
 
         try:
-            tok = AutoTokenizer.from_pretrained(self.model_ref, trust_remote_code=trust_remote_code)
-            model: Any = AutoModelForCausalLM.from_pretrained(
-                self.model_ref, dtype=getattr(torch, self.dtype), trust_remote_code=trust_remote_code
-            )
+            # Loading a GPTQ checkpoint imports GPTQModel, which prints a banner to stdout: keep stdout for answers.
+            with contextlib.redirect_stdout(sys.stderr):
+                tok = AutoTokenizer.from_pretrained(self.model_ref, trust_remote_code=trust_remote_code)
+                model: Any = AutoModelForCausalLM.from_pretrained(
+                    self.model_ref, dtype=getattr(torch, self.dtype), trust_remote_code=trust_remote_code
+                )
         except (OSError, ValueError) as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise EvaluateError(f"cannot load model {self.model_ref}: {first}") from None
@@ -275,5 +279,9 @@ class Evaluator:
                 mean += w * float(normalize(tasks[k]["mean"], chance))
                 var += (w * tasks[k]["stderr"] / (1 - chance)) ** 2
             se = math.sqrt(var)
-            out[tier] = {"mean": mean, "lo": mean - 1.96 * se, "hi": mean + 1.96 * se, "n": total, "stderr": se}
+            # The band is clipped to what the scale can reach: 1 (every item right) and, below, the value of
+            # getting every item wrong (-chance / (1 - chance), the items-weighted floor over the tier's tasks).
+            floor = sum(tasks[k]["n"] / total * float(normalize(0.0, self.tier_map.tasks[k].chance)) for k in keys)
+            lo, hi = max(mean - 1.96 * se, floor), min(mean + 1.96 * se, 1.0)
+            out[tier] = {"mean": mean, "lo": lo, "hi": hi, "n": total, "stderr": se}
         return out
