@@ -198,6 +198,12 @@ def _fit(obs: Obs, tier: str, columns: tuple[str, ...], *, draws: bool) -> LawFi
     return _law_fit(res, obs.y_adj, pred, int(clipped.sum()), draws)
 
 
+def _varies(obs: Obs) -> bool:
+    """Whether the linearized observations differ at all (a constant has no slope to fit, and R² is undefined)."""
+    z, _ = linearize(obs.y_adj, obs.n)
+    return bool(np.ptp(z) > 0)
+
+
 def build_profile(quant: Rows, ref: Rows, spec: FitSpec, command: str) -> Profile:
     """Fit every law of a profile (per tier, general, per task, baseline, 16-bit) and assemble it."""
     if not quant.rows:
@@ -212,17 +218,26 @@ def build_profile(quant: Rows, ref: Rows, spec: FitSpec, command: str) -> Profil
         obs = tier_obs(quant, t)
         if len(obs) == 0:
             continue  # the profile then has no law for this tier, and the advisor says so
+        if not _varies(obs):
+            raise FitError(
+                f"tier {t}: every one of its {len(obs)} observations is the same after the half-item correction "
+                "(e.g. all at 100%), so the law has nothing to fit; evaluate more items, or configurations that "
+                "cost accuracy (fewer bits), or leave the tier's tasks out"
+            )
         tiers[t] = fit_four_factor(obs, t)
         baseline[t] = _fit(obs, t, FEATURES[:3], draws=False)
         ref_obs = tier_obs(ref, t)
-        if len(ref_obs) >= 3 and np.unique(ref_obs.params).size >= 2:
-            unquantized[t] = _fit(ref_obs, t, FEATURES[:2], draws=True)
+        if len(ref_obs) >= 3 and np.unique(ref_obs.params).size >= 2 and _varies(ref_obs):
+            unquantized[t] = _fit(ref_obs, t, FEATURES[:2], draws=True)  # else: no 16-bit law, the advisor says so
     general = fit_four_factor(tier_obs(quant, None), "general", draws=False)
     for task in sorted({r.task for r in quant.rows}):
         obs = task_obs(quant, lambda r, task=task: r.task == task)  # type: ignore[misc]
         row = next(r for r in quant.rows if r.task == task)
         if len(obs) < spec.min_task_rows:
             excluded[f"task {task}: fewer than {spec.min_task_rows} rows for a per-task law"] += len(obs)
+            continue
+        if not _varies(obs):
+            excluded[f"task {task}: the same score everywhere, no per-task law"] += len(obs)
             continue
         law = fit_four_factor(obs, row.tier or "general")  # an unplaced task still gets its own law
         tasks[task] = TaskLaw.model_validate({**law.model_dump(), "tier": row.tier, "chance": row.chance or 0.0})

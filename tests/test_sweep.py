@@ -316,3 +316,27 @@ def _a_row():  # type: ignore[no-untyped-def]
     return ResultRow(
         source="x", model="m", family="f", params_b=1.0, method="GPTQ", bits=4, task="t", metric="acc", value=50.0
     )
+
+
+def test_fitting_a_sweep_where_nothing_costs_accuracy_is_refused_not_written(tmp_path: Path) -> None:
+    from calibrate.store import ResultRow
+
+    def row(model: str, params: float, method: str, bits: float, g: int | None, cb: int | None) -> ResultRow:
+        return ResultRow(
+            source="strata-sweep", model=model, family="toy", params_b=params, hidden_size=64, method=method,
+            bits=bits, group_size=g, calib_samples=cb, task="world_km", tier="KM", chance=0.25, metric="acc",
+            value=100.0, accuracy=1.0, n_items=40, correct=40,
+        )  # fmt: skip
+
+    rows = [row(m, p, "FP32", 32, None, None) for m, p in (("a", 1e-4), ("b", 3e-4))]
+    rows += [row(m, p, "GPTQ", b, 32, cb) for m, p in (("a", 1e-4), ("b", 3e-4)) for b in (3, 4) for cb in (4, 32)]
+    with Store.open(tmp_path / "s.sqlite") as store:
+        store.add(rows)
+    out = tmp_path / "p.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "fit.cli", "run", "--family", "toy", "--store", str(tmp_path / "s.sqlite"),
+         "--no-published", "--out", str(out)],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 2 and "tier KM: every one of its 8 observations is the same" in proc.stderr
+    assert not out.exists()
