@@ -14,33 +14,20 @@ from typing import Any
 
 import pytest
 import yaml
+from tiny_sweep import XS, tiny_spec
 from typer.testing import CliRunner
 
 from calibrate.spec import SweepSpec, parse_spec
 from calibrate.store import ResultRow, Store
 from calibrate.sweep import LocalExecutor, run_sweep
 
-ROOT = Path(__file__).resolve().parents[1]
-XS = ROOT / "examples" / "models" / "strata-world-xs"
-CALIB = ROOT / "examples" / "calib" / "strata-world.txt"
 OFFLINE = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TQDM_DISABLE": "1"}
 N_TASKS = 3  # the xs checkpoint's tier map: one task per tier
 N_CONFIGS = 3  # the reference and (B, G) in {2, 4} x {32}
 
 
 def _spec_dict(store: Path, models: list[dict[str, Any]] | None = None) -> dict[str, Any]:
-    return {
-        "name": "t",
-        "models": models or [{"model": str(XS), "family": "strata-world"}],
-        "method": "gptq",
-        "bits": [2, 4],
-        "group_sizes": [32],
-        "calib_samples": [4],
-        "calibration": {"files": [str(CALIB)], "seqlen": 16, "seeds": [0]},
-        "gptq": {"batch_size": 4},
-        "evaluation": {"limit": 8, "seed": 0},
-        "store": str(store),
-    }
+    return tiny_spec(store, **({"models": models} if models else {}))
 
 
 def _rows(store: Path) -> dict[str, ResultRow]:

@@ -13,32 +13,16 @@ from pathlib import Path
 
 import pytest
 import yaml
+from tiny_sweep import CALIB, ROOT, XS, tiny_spec
 
 from calibrate import calibdata
 from calibrate.spec import SpecError, load_spec, parse_spec
 from calibrate.store import Store
 from calibrate.sweep import Config, Unit, pending, plan, run_sweep, status
 
-ROOT = Path(__file__).resolve().parents[1]
-XS = ROOT / "examples" / "models" / "strata-world-xs"
-CALIB = ROOT / "examples" / "calib" / "strata-world.txt"
-
 
 def _spec_dict(tmp_path: Path, **over: object) -> dict:
-    data = {
-        "name": "t",
-        "models": [{"model": str(XS), "family": "strata-world"}],
-        "method": "gptq",
-        "bits": [2, 4],
-        "group_sizes": [32],
-        "calib_samples": [4],
-        "calibration": {"files": [str(CALIB)], "seqlen": 16, "seeds": [0]},
-        "gptq": {"batch_size": 4},
-        "evaluation": {"limit": 8, "seed": 0},
-        "store": str(tmp_path / "s.sqlite"),
-    }
-    data.update(over)
-    return data
+    return tiny_spec(tmp_path / "s.sqlite", **over)
 
 
 def _write(tmp_path: Path, data: dict) -> Path:
