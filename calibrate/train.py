@@ -201,9 +201,32 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--lr", type=float, default=None)
     ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     ap.add_argument("--threads", type=int, default=1, help="CPU threads (1: robust on a shared machine)")
+    ap.add_argument(
+        "--people", type=int, default=None, help="people in the world (default 160); more facts per parameter make "
+        "a model closer to its capacity, and quantization hurts it sooner"
+    )  # fmt: skip
     args = ap.parse_args(argv)
+    world = None
+    if args.people:
+        base = wworld.WorldSpec()
+        scale = args.people / base.people  # organisations and cities grow with the people, countries stay few
+        world = wworld.WorldSpec(
+            seed=args.seed,
+            people=args.people,
+            orgs=max(base.orgs, round(base.orgs * scale)),
+            cities=max(base.cities, round(base.cities * scale)),
+            countries=base.countries,
+        )
     result = train(
-        args.size, args.seed, args.steps, args.batch_size, args.lr, args.device, threads=args.threads, progress=True
+        args.size,
+        args.seed,
+        args.steps,
+        args.batch_size,
+        args.lr,
+        args.device,
+        world_spec=world,
+        threads=args.threads,
+        progress=True,
     )
     extra = {"steps": args.steps or SIZES[args.size].steps, "batch_size": args.batch_size}
     out = save(result, args.out, args.size, args.seed, args.device, extra)
