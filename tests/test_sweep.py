@@ -324,3 +324,21 @@ def test_fitting_a_sweep_where_nothing_costs_accuracy_is_refused_not_written(tmp
     )  # fmt: skip
     assert proc.returncode == 2 and "tier KM: every one of its 8 observations is the same" in proc.stderr
     assert not out.exists()
+
+
+def test_a_model_that_does_not_load_exits_2_with_one_line(tmp_path: Path) -> None:
+    import shutil
+
+    broken = tmp_path / "broken"
+    shutil.copytree(XS, broken)
+    (broken / "model.safetensors").write_bytes((XS / "model.safetensors").read_bytes()[:100])
+    path = _write(tmp_path, _spec_dict(tmp_path, models=[str(broken)]))
+    proc = subprocess.run(
+        [sys.executable, "-m", "calibrate.cli", "sweep", str(path), "-q"],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"},
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert "model broken: cannot load model" in proc.stderr and proc.stderr.strip().count("\n") == 0
