@@ -45,7 +45,7 @@ def _with(data: bayes.FitData, **changes: object) -> bayes.FitData:
 
 
 TIERS = ("KA", "KR")
-REPLICATES = 20
+REPLICATES = 10  # simulation-based calibration replicates; 10 x 12 coverage events (see the test)
 
 
 @pytest.fixture(scope="module")
@@ -220,14 +220,14 @@ def test_90_percent_intervals_cover_the_truth_90_percent_of_the_time(prior_draws
     """Simulation-based calibration: each replicate's parameters AND counts are drawn from the model's prior, then
     fitted by NUTS. Per replicate, 12 key coefficients (ln_a, alpha, beta of each family x tier law). Coverage
     events within a replicate are correlated, so the binomial tolerance is widened by a design effect of 2: the
-    test passes with probability ~0.998 when intervals are calibrated and fails when they cover less than ~0.8
-    of the truths, or (nearly) all of them."""
+    test passes with probability ~0.99 when intervals are calibrated and fails when they cover less than ~0.78
+    of the truths, or all of them (10 replicates: 120 events, effective 60, band [0.783, 0.983])."""
     from scipy.stats import binom
 
     sites = [{"theta_tier": prior_draws["theta_tier"][r]} for r in range(REPLICATES)]
     inside = np.concatenate([_inside(p, s) for p, s in zip(fits[1:], sites, strict=True)])
     n_eff = inside.size / 2.0
-    lo, hi = binom.ppf(0.001, n_eff, 0.9) / n_eff, binom.ppf(0.999, n_eff, 0.9) / n_eff
+    lo, hi = binom.ppf(0.005, n_eff, 0.9) / n_eff, binom.ppf(0.995, n_eff, 0.9) / n_eff
     assert lo <= inside.mean() <= hi, (inside.mean(), lo, hi)
     assert hi < 1.0  # the test can fail for intervals that are too wide, not only too narrow
 
