@@ -25,6 +25,17 @@ def _spec_dict(tmp_path: Path, **over: object) -> dict:
     return tiny_spec(tmp_path / "s.sqlite", **over)
 
 
+def _sweep_cli(spec_path: Path) -> subprocess.CompletedProcess[str]:
+    """``calibrate sweep SPEC -q`` in a fresh process, offline."""
+    return subprocess.run(
+        [sys.executable, "-m", "calibrate.cli", "sweep", str(spec_path), "-q"],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"},
+    )
+
+
 def _write(tmp_path: Path, data: dict) -> Path:
     path = tmp_path / "spec.yaml"
     path.write_text(yaml.safe_dump(data))
@@ -266,13 +277,7 @@ def test_bad_sweep_input_exits_2_with_one_line_and_keeps_the_store(tmp_path: Pat
     with Store.open(keep) as store:
         store.add([_a_row()])
     path = _write(tmp_path, _spec_dict(tmp_path, **change))
-    proc = subprocess.run(
-        [sys.executable, "-m", "calibrate.cli", "sweep", str(path), "-q"],
-        capture_output=True,
-        text=True,
-        check=False,
-        env={**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"},
-    )
+    proc = _sweep_cli(path)
     assert proc.returncode == 2 and message in proc.stderr, proc.stderr
     assert proc.stderr.strip().count("\n") == 0
     with Store.open(keep) as store:
@@ -333,12 +338,6 @@ def test_a_model_that_does_not_load_exits_2_with_one_line(tmp_path: Path) -> Non
     shutil.copytree(XS, broken)
     (broken / "model.safetensors").write_bytes((XS / "model.safetensors").read_bytes()[:100])
     path = _write(tmp_path, _spec_dict(tmp_path, models=[str(broken)]))
-    proc = subprocess.run(
-        [sys.executable, "-m", "calibrate.cli", "sweep", str(path), "-q"],
-        capture_output=True,
-        text=True,
-        check=False,
-        env={**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"},
-    )
+    proc = _sweep_cli(path)
     assert proc.returncode == 2, proc.stderr
     assert "model broken: cannot load model" in proc.stderr and proc.stderr.strip().count("\n") == 0
