@@ -463,6 +463,13 @@ class SweepSummary:
     seconds: float = 0.0
 
 
+def plan_left(spec: SweepSpec, done: dict[tuple[Any, ...], int]) -> tuple[list[Unit], list[Unit]]:
+    """Every unit of the spec, and the units (with only their configurations) that ``done`` does not hold."""
+    units = plan(spec)
+    counts = {m.model: task_count(spec, m) for m in spec.models}
+    return units, pending(units, done, lambda m: counts[m.model])
+
+
 def run_sweep(
     spec: SweepSpec,
     *,
@@ -475,10 +482,8 @@ def run_sweep(
     """Run every configuration the store does not hold yet; commit each as it finishes."""
     path = Path(store_path or spec.store)
     preflight(spec)
-    units = plan(spec)
-    counts = {m.model: task_count(spec, m) for m in spec.models}
     with Store.open(path) as store:
-        todo = pending(units, stored(store, spec), lambda m: counts[m.model])
+        units, todo = plan_left(spec, stored(store, spec))
         planned = sum(u.size for u in units)
         summary = SweepSummary(str(path), planned, planned - sum(u.size for u in todo))
         if on_start is not None:
@@ -496,13 +501,11 @@ def run_sweep(
 def status(spec: SweepSpec, store_path: str | Path | None = None) -> list[dict[str, Any]]:
     """Per model: configurations planned, stored and left (read-only; a missing store counts as empty)."""
     path = Path(store_path or spec.store)
-    units = plan(spec)
-    counts = {m.model: task_count(spec, m) for m in spec.models}
     done: dict[tuple[Any, ...], int] = {}
     if path.exists():
         with Store.open(path, create=False) as store:
             done = stored(store, spec)
-    left = pending(units, done, lambda m: counts[m.model])
+    units, left = plan_left(spec, done)
     out = []
     for m in spec.models:
         planned = sum(u.size for u in units if u.model == m)
