@@ -27,7 +27,7 @@ Hierarchy (the model's meaning), per law coefficient (c, alpha, beta, gamma, del
     mu_t            ~ Normal(prior mean_t, prior sd)             tier t's population law (families share it)
     theta_{f,t}     ~ Normal(mu_t, tau)                         family f's law for tier t
     theta_{f,k}     ~ Normal(theta_{f,t(k)}, sigma)             family f's law for task k of tier t(k)
-    tau, sigma ~ HalfNormal(per coefficient); omega_t ~ HalfNormal; ln phi_t ~ Normal
+    tau, sigma ~ HalfNormal(per coefficient); omega_t ~ Gamma(2, 20); ln phi_t ~ Normal
 
 A level with one member is not sampled: with one family theta_{f,t} = mu_t (no tau), and a (family, tier) with one
 task has theta_{f,k} = theta_{f,t} (no sigma); the spread of a single member is not identified.
@@ -101,8 +101,12 @@ class Priors:
 
     Scales: tau (family spread around the tier law) and sigma (task spread around the family's tier law) are
     HalfNormal per coefficient; tasks differ mostly in difficulty, hence sigma_c = 1. omega (model-size
-    deviation from the law, on the ln(-ln) scale) HalfNormal(0.3); ln phi (beta-binomial concentration, ~items
-    one accuracy is worth) Normal(ln 300, 1.5): a residual sd of 1-10 accuracy points.
+    deviation from the law, on the ln(-ln) scale) Gamma(2, rate 20): mode 0.05, mean 0.1, 95% below 0.24, and a
+    density that vanishes at 0, because no family's models sit exactly on a power law in N. (A HalfNormal(0.3)
+    let the published KR tier's omega reach ~0.003, the neck of a funnel with the model effects: every
+    divergent transition on the published data sat there, and target_accept 0.99 still left one.)
+    ln phi (beta-binomial concentration, ~items one accuracy is worth) Normal(ln 300, 1.5): a residual sd of
+    1-10 accuracy points.
     """
 
     mean: tuple[tuple[float, ...], ...] = (
@@ -113,7 +117,8 @@ class Priors:
     sd: tuple[float, ...] = (1.5, 0.3, 0.75, 0.2, 0.15)
     tau: tuple[float, ...] = (0.5, 0.1, 0.3, 0.05, 0.05)
     sigma: tuple[float, ...] = (1.0, 0.1, 0.3, 0.05, 0.05)
-    omega: float = 0.3
+    omega_shape: float = 2.0
+    omega_rate: float = 20.0
     log_phi_mean: float = float(np.log(300.0))
     log_phi_sd: float = 1.5
     tier_names: tuple[str, ...] = TIERS
@@ -151,6 +156,11 @@ class FitData:
     task_names: list[str]
     family_names: list[str]
     tier_names: list[str] = field(default_factory=lambda: list(TIERS))
+    # Which model each row measured (index into model_names). None: a model is a (family, N) pair, which is
+    # wrong when a family holds two models of one size (LLaMA-1 13B and Llama-2 13B): their deviations from
+    # the law are not shared.
+    model: np.ndarray | None = None
+    model_names: list[str] | None = None
 
     @classmethod
     def from_records(
@@ -167,14 +177,18 @@ class FitData:
         tier: Sequence[str],
         family: Sequence[str],
         tiers: Sequence[str] | None = None,
+        model: Sequence[str] | None = None,
     ) -> FitData:
-        """Build from per-row labels; tiers defaults to those present, in KM, KA, KR order."""
+        """Build from per-row labels; tiers defaults to those present, in KM, KA, KR order; ``model`` names the
+        model each row measured (default: one model per (family, N))."""
         tier_names = list(tiers) if tiers is not None else [t for t in TIERS if t in set(tier)]
         unknown = sorted(set(tier) - set(tier_names))
         if unknown:
             raise ValueError(f"rows have tier {unknown[0]!r}, not among the fitted tiers {tier_names}")
         task_names = sorted(set(task))
         family_names = sorted(set(family))
+        model_names = sorted(set(model)) if model is not None else None
+        model_idx = None if model_names is None else np.array([model_names.index(m) for m in model or ()], dtype=int)
         return cls(
             params=np.asarray(params, dtype=float),
             bits=np.asarray(bits, dtype=float),
@@ -189,6 +203,8 @@ class FitData:
             task_names=task_names,
             family_names=family_names,
             tier_names=tier_names,
+            model=model_idx,
+            model_names=model_names,
         )
 
     def __len__(self) -> int:
@@ -268,6 +284,14 @@ class FitData:
                 raise ValueError(f"task {name} has no rows; drop it from task_names")
             if tiers_k.size > 1:
                 raise ValueError(f"task {name} appears in more than one tier; a task belongs to exactly one tier")
+        if self.model is not None:
+            mid = np.asarray(self.model)
+            names = self.model_names or []
+            if mid.shape != (r,) or np.any((mid < 0) | (mid >= len(names))):
+                raise ValueError(f"model must be ({r},) indices into {len(names)} model names")
+            for j in np.unique(mid):
+                if np.unique(np.asarray(self.params)[mid == j]).size > 1:
+                    raise ValueError(f"model {names[j]} has rows with different parameter counts; one model, one N")
         warnings = []
         if np.unique(np.asarray(self.params)).size < 2:
             msg = "a single model size: alpha (the N exponent) is not identifiable"
@@ -289,9 +313,10 @@ class Design:
     family-task laws' deviations from their (family, tier) mean (orthonormal columns, each orthogonal to 1).
     """
 
-    centre: np.ndarray  # (4,) mean of [ln N, ln log2 B, ln log2 Cb, ln G] over the rows
+    centre: np.ndarray  # (4,) mean of [ln N, ln log2 B, ln log2 Cb, ln G] over the rows (population laws)
     constant: np.ndarray  # (4,) bool: the factor never varies (its exponent is prior-only)
-    x: np.ndarray  # (R, 4) centred features
+    family_centre: np.ndarray  # (F, 4) centre of each family's rows: its own value where the family never varies it
+    x: np.ndarray  # (R, 4) features centred per family (family_centre)
     model: np.ndarray  # (R,) index of the (model, tier) pair each row belongs to
     n_pairs: int
     n_models: int
@@ -311,9 +336,19 @@ class Design:
         raw = law.design(data.params, data.bits, data.group_size, data.calib_samples)[:, 1:]  # drop the 1s
         constant = np.ptp(raw, axis=0) == 0
         centre = np.where(constant, raw[0], raw.mean(axis=0))
-        x = raw - centre
         fam, tier, task = (np.asarray(a, dtype=int) for a in (data.family, data.tier, data.task))
-        model_keys = np.stack([fam.astype(float), np.asarray(data.params, dtype=float)], axis=1)
+        # A factor one family never varies (Cb in every published table: 128 for Qwen3, 512 for Llama) is
+        # centred on that family's value, so its exponent leaves that family's likelihood. Centred globally, it
+        # would shift all of the family's rows together, exactly as the family's intercept does: a ridge that
+        # only the priors bound (R-hat 1.0106 on the published qwen3 + llama fit) and no information.
+        family_centre = np.tile(centre, (len(data.family_names), 1))
+        for f in range(len(data.family_names)):
+            own = raw[fam == f]
+            if len(own):
+                family_centre[f] = np.where(np.ptp(own, axis=0) == 0, own[0], centre)
+        x = raw - family_centre[fam]
+        model_id = np.asarray(data.params, dtype=float) if data.model is None else np.asarray(data.model, float)
+        model_keys = np.stack([fam.astype(float), model_id], axis=1)
         _, model = np.unique(model_keys, axis=0, return_inverse=True)
         model = model.ravel()
         pairs, pair = np.unique(np.stack([model, tier], axis=1), axis=0, return_inverse=True)
@@ -344,6 +379,7 @@ class Design:
         return cls(
             centre=centre,
             constant=constant,
+            family_centre=family_centre,
             x=x,
             model=pair.astype(int),
             n_pairs=n_pairs,
@@ -416,8 +452,9 @@ def _helmert(k: int) -> np.ndarray:
 
 
 def ln_a_from_centred(c: Any, slopes: Any, centre: np.ndarray) -> Any:
-    """ln A on the law's scale from the centred intercept c and the exponents (last axis: alpha, beta, ...)."""
-    return c - (slopes * centre[: slopes.shape[-1]]).sum(axis=-1)
+    """ln A on the law's scale from the centred intercept c and the exponents (last axis: alpha, beta, ...);
+    centre (..., 4) broadcasts against slopes (per family: family_centre[:, None, :] for (S, F, T, d) draws)."""
+    return c - (slopes * centre[..., : slopes.shape[-1]]).sum(axis=-1)
 
 
 def centred_coefs(data: FitData, design: Design, d: int) -> np.ndarray:
@@ -553,7 +590,7 @@ def stratified_law(
         use_sigma = n_contrasts > 0 or len(design.unobserved) > 0
         sigma = numpyro.sample("sigma", dist.HalfNormal(jnp.asarray(priors.sigma[:d]))) if use_sigma else zeros
     with numpyro.plate("tiers_1", n_tiers):
-        omega = numpyro.sample("omega", dist.HalfNormal(priors.omega))
+        omega = numpyro.sample("omega", dist.Gamma(priors.omega_shape, priors.omega_rate))
         log_phi = numpyro.sample("log_phi", dist.Normal(priors.log_phi_mean, priors.log_phi_sd))
 
     # m_{f,t}: family f's mean task law in tier t (the tier law theta_{f,t} plus the mean of its tasks'

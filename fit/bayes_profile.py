@@ -27,7 +27,7 @@ PROFILE_DRAWS = 200
 def fit_data(parts: dict[str, Rows]) -> FitData:
     """One FitData from several presets' rows (family = preset name); rows in no tier are left out."""
     cols: dict[str, list] = {k: [] for k in ("params", "bits", "group_size", "calib_samples", "correct", "n",
-                                             "chance", "task", "tier", "family")}  # fmt: skip
+                                             "chance", "task", "tier", "family", "model")}  # fmt: skip
     for family, rows in parts.items():
         obs = task_obs(rows, lambda r: r.tier is not None)
         placed = [r for r in rows.rows if r.tier is not None]
@@ -51,6 +51,7 @@ def fit_data(parts: dict[str, Rows]) -> FitData:
         cols["task"] += [r.task for r in placed]
         cols["tier"] += [r.tier for r in placed]
         cols["family"] += [family] * len(placed)
+        cols["model"] += [r.model for r in placed]
     if not cols["task"]:
         raise FitError("no rows in any tier to fit")
     return FitData.from_records(**cols)

@@ -16,6 +16,7 @@ fraction of observed counts inside their central predictive interval, overall an
 from __future__ import annotations
 
 import math
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,6 +33,19 @@ from fit.bayes import (
     ln_a_from_centred,
     stratified_law,
 )
+
+
+def _use_host_cores() -> None:
+    """Expose each CPU core to JAX as a device, so NUTS chains run in parallel (numpyro.set_host_device_count
+    without importing numpyro). Effective only before JAX's backend starts, which importing this module does not
+    do; where it started already, chains run vectorized. Measured on 2 cores, published data (343 rows), 2 x
+    (500 + 1500): 31 s in parallel, ~200 s vectorized (both chains step in lockstep at the longer tree's cost)."""
+    flags = os.environ.get("XLA_FLAGS", "")
+    if "xla_force_host_platform_device_count" not in flags:
+        os.environ["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={os.cpu_count() or 1}".strip()
+
+
+_use_host_cores()
 
 LAW_FIELDS: tuple[str, ...] = law.FEATURES  # ln_a, alpha, beta, gamma, delta
 DETERMINISTIC_SITES: tuple[str, ...] = ("mu", "theta_tier", "theta_task")
@@ -117,7 +131,8 @@ class Posterior:
     task_names: list[str]
     family_names: list[str]
     task_tier: np.ndarray
-    centre: np.ndarray
+    centre: np.ndarray  # (4,) features' centre of the population laws
+    family_centre: np.ndarray  # (F, 4) of each family's laws (fit.bayes.Design)
     population: dict[str, np.ndarray]
     tier: dict[str, np.ndarray]
     task: dict[str, np.ndarray]
@@ -147,6 +162,24 @@ class Posterior:
             return law.LawCoef(*(self.tier[f][:, fam, t] for f in LAW_FIELDS))
         k = _index(self.task_names, task or "", "task")
         return law.LawCoef(*(self.task[f][:, fam, k] for f in LAW_FIELDS))
+
+    def new_family(self, tier: str, *, seed: int = 0) -> law.LawCoef:
+        """Draws (S,) of tier's law for a family the fit has not seen: the population law plus one family
+        deviation drawn with tau, the spread between families. With two or more families fitted tau has a
+        posterior; with one, the data say nothing about it and tau is drawn from its prior (fit.bayes.Priors).
+        """
+        t = _index(self.tier_names, tier, "tier")
+        rng = np.random.default_rng(seed)
+        pop = self.population
+        s, d = self.num_draws, self.hyper["tau"].shape[-1]
+        tau = self.hyper["tau"]
+        if len(self.family_names) < 2:
+            tau = np.abs(rng.standard_normal((s, d))) * np.asarray(self.priors.tau[:d])
+        dev = tau * rng.standard_normal((s, d))  # centred scale: c, alpha, beta, ...
+        slopes = dev[:, 1:]
+        ln_a = pop["ln_a"][:, t] + dev[:, 0] - (slopes * self.centre[: d - 1]).sum(axis=-1)
+        rest = [pop[f][:, t] + (slopes[:, j] if j < d - 1 else 0.0) for j, f in enumerate(LAW_FIELDS[1:])]
+        return law.LawCoef(ln_a, *rest)
 
     def interval(self, group: str, level: float = 0.9) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
         """(mean, lo, hi) per law coefficient for a coefficient group (population, tier or task)."""
@@ -206,9 +239,10 @@ def _build(
         family_names=list(data.family_names),
         task_tier=data.task_tier,
         centre=design.centre,
+        family_centre=design.family_centre,
         population=_to_law_scale(draws["mu"], design.centre),
-        tier=_to_law_scale(draws["theta_tier"], design.centre),
-        task=_to_law_scale(draws["theta_task"], design.centre),
+        tier=_to_law_scale(draws["theta_tier"], design.family_centre[:, None, :]),
+        task=_to_law_scale(draws["theta_task"], design.family_centre[:, None, :]),
         hyper={
             "tau": draws.get("tau", np.zeros((n, d))),
             "sigma": draws.get("sigma", np.zeros((n, d))),
@@ -223,11 +257,14 @@ def _build(
     )
 
 
-def _groups(chains: dict[str, np.ndarray], centre: np.ndarray, law_form: str) -> dict[str, np.ndarray]:
+def _groups(chains: dict[str, np.ndarray], design: Design, law_form: str) -> dict[str, np.ndarray]:
     """Arrays (C, S, -1) per diagnostic group; only sampled coefficients (not the zero gamma, delta)."""
     d = len(law_coefs(law_form))
     out = {}
-    for group, site in zip(COEF_GROUPS, ("mu", "theta_tier", "theta_task"), strict=True):
+    per_family = design.family_centre[:, None, :]
+    for group, site, centre in zip(
+        COEF_GROUPS, ("mu", "theta_tier", "theta_task"), (design.centre, per_family, per_family), strict=True
+    ):
         scaled = _to_law_scale(chains[site], centre)
         out[group] = np.stack([scaled[f] for f in LAW_FIELDS[:d]], axis=-1)
     out["scales"] = np.concatenate(
@@ -360,7 +397,7 @@ def run_nuts_many(
         extra = mcmc.get_extra_fields(group_by_chain=True)
         seconds = time.perf_counter() - start
         r_hat, ess = {}, {}
-        for group, arr in _groups(chains, design.centre, law_form).items():
+        for group, arr in _groups(chains, design, law_form).items():
             if num_samples >= 4:
                 r_hat[group] = float(np.nanmax(split_gelman_rubin(arr)))
                 ess[group] = float(np.nanmin(effective_sample_size(arr)))
@@ -410,32 +447,37 @@ def run_svi(
     num_draws: int = 1000,
     allow_single_size: bool = False,
 ) -> Posterior:
-    """SVI with a mean-field normal guide (AutoNormal) and optax adam on a cosine-decayed learning rate.
+    """SVI with a mean-field normal guide (AutoDiagonalNormal) and optax adam on a cosine-decayed learning rate.
 
     The rate decays from ``lr`` to ``lr / 100`` so the guide settles instead of jittering at its optimum; the
     convergence check then compares the last ``window`` steps (default steps // 10) with the window before.
     """
+    import functools
+
     import jax
     import optax
     from numpyro.infer import SVI, Predictive, Trace_ELBO, init_to_median
-    from numpyro.infer.autoguide import AutoNormal
+    from numpyro.infer.autoguide import AutoDiagonalNormal
 
     design, warnings = _prepare(data, law_form, likelihood, allow_single_size)
     window = window or max(steps // 10, 10)
     if steps < 2 * window:
         raise ValueError(f"steps ({steps}) must be at least twice the convergence window ({window})")
     start = time.perf_counter()
-    kwargs = {"law_form": law_form, "likelihood": likelihood, "priors": priors}
-    guide = AutoNormal(stratified_law, init_loc_fn=init_to_median(num_samples=15), init_scale=0.05)
+    model = functools.partial(stratified_law, data, design, law_form=law_form, likelihood=likelihood, priors=priors)
+    # AutoDiagonalNormal is AutoNormal's family (mean-field normal in the unconstrained space) on one flat
+    # vector: one draw and one log density per step instead of one per site, which halves the step's
+    # compilation (4.7 s vs 9.3 s here) for the same posterior approximation.
+    guide = AutoDiagonalNormal(model, init_loc_fn=init_to_median(num_samples=15), init_scale=0.05)
     schedule = optax.cosine_decay_schedule(lr, steps, alpha=0.01)
-    svi = SVI(stratified_law, guide, optax.adam(schedule), Trace_ELBO(num_particles=num_particles))
+    svi = SVI(model, guide, optax.adam(schedule), Trace_ELBO(num_particles=num_particles))
     key_run, key_draw = jax.random.split(jax.random.PRNGKey(seed))
-    # The steps run as equal chunks of one compiled scan (one compilation, not one per svi.run length); the
-    # parameters before the last chunk feed the convergence check. steps rounds up to a multiple of window.
-    chunk = jax.jit(
-        lambda state: jax.lax.scan(lambda st, _: svi.update(st, data, design, **kwargs), state, None, length=window)
-    )
-    state = svi.init(key_run, data, design, **kwargs)
+    # Initialisation traced and compiled as one function: run eagerly, each of the model's few thousand
+    # operations compiles on its own (30-37 s here with init_to_median). The steps run as equal chunks of one
+    # compiled scan (one compilation, not one per length); the parameters before the last chunk feed the
+    # convergence check. steps rounds up to a multiple of window.
+    state = jax.jit(svi.init)(key_run)
+    chunk = jax.jit(lambda state: jax.lax.scan(lambda st, _: svi.update(st), state, None, length=window))
     chunks = []
     for _ in range(-(-steps // window)):
         before = svi.get_params(state)
@@ -444,12 +486,8 @@ def run_svi(
     params = svi.get_params(state)
     losses = np.concatenate(chunks)
 
-    shift = 0.0
-    for name, loc in params.items():
-        if name.endswith("_auto_loc"):
-            sd = np.asarray(params[name.replace("_auto_loc", "_auto_scale")])
-            moved = np.abs(np.asarray(loc) - np.asarray(before[name])) / np.maximum(sd, 1e-12)
-            shift = max(shift, float(moved.max()))
+    loc, sd = np.asarray(params["auto_loc"]), np.maximum(np.asarray(params["auto_scale"]), 1e-12)
+    shift = float((np.abs(loc - np.asarray(before["auto_loc"])) / sd).max())
     m_last, m_prev = losses[-window:].mean(), losses[-2 * window : -window].mean()
     rel = float(abs(m_last - m_prev) / max(abs(m_last), 1e-12))
     conv = SVIConvergence(
@@ -465,9 +503,7 @@ def run_svi(
     latent = latent_sites(latent)
     # One compiled function, not hundreds of eagerly dispatched (and each separately compiled) batched ops.
     det = jax.jit(
-        lambda key, latent: Predictive(
-            stratified_law, posterior_samples=latent, return_sites=["mu", "theta_tier", "theta_task"]
-        )(key, data, design, **kwargs)
+        lambda key, latent: Predictive(model, posterior_samples=latent, return_sites=list(DETERMINISTIC_SITES))(key)
     )(key_draw, latent)
     draws = {k: np.asarray(v) for k, v in {**latent, **det}.items()}
     seconds = time.perf_counter() - start

@@ -80,9 +80,9 @@ def ols_scorer(columns: tuple[str, ...]) -> Scorer:
 def bayes_scorer(engine: str = "nuts", seed: int = 0, **inference: int) -> Scorer:
     """The NumPyro model, fitted once per split on its training rows.
 
-    Predictive draws of a held-out tier observation: the family's tier law (a new family: the population law,
-    which carries the between-family spread) plus one deviation per held-out model, drawn with the posterior's
-    omega and shared by that model's configurations.
+    Predictive draws of a held-out tier observation: the family's tier law (a new family: the population law
+    plus a family deviation drawn with tau, Posterior.new_family) plus one deviation per held-out model, drawn
+    with the posterior's omega and shared by that model's configurations.
     """
     from fit.bayes_profile import fit_data
     from fit.infer import Posterior, run_nuts, run_svi
@@ -96,7 +96,7 @@ def bayes_scorer(engine: str = "nuts", seed: int = 0, **inference: int) -> Score
             run = run_nuts if engine == "nuts" else run_svi
             fits[split.name] = run(data, seed=seed, **inference)
         post = fits[split.name]
-        coef = post.coef(None if split.new_family else "train", tier=tier)
+        coef = post.new_family(tier, seed=seed) if split.new_family else post.coef("train", tier=tier)
         draws = LawCoef(*(np.asarray(c)[:, None] for c in coef.as_tuple()))
         z = np.asarray(log_neg_log_acc(draws, test.params[None], test.bits[None], test.group[None], test.calib[None]))
         omega = post.hyper["omega"][:, post.tier_names.index(tier)]

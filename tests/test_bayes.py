@@ -112,6 +112,26 @@ def test_bad_input_is_one_clear_error(data: bayes.FitData, change, message: str)
     assert "\n" not in str(err.value)
 
 
+def test_two_models_of_one_size_in_a_family_keep_their_own_effects(data: bayes.FitData) -> None:
+    """LLaMA-1 13B and Llama-2 13B share a family and N but not their deviation from the law."""
+    by_size = bayes.Design.of(data)
+    half = (np.arange(len(data)) // len(data.task_names)) % 2  # alternate configurations (rows: config x task)
+    names = [f"{fam}-{p:g}-{h}" for fam, p, h in zip(data.family, data.params, half, strict=True)]
+    named = bayes.FitData.from_records(
+        **{k: getattr(data, k) for k in ("params", "bits", "group_size", "calib_samples", "correct", "n", "chance")},
+        task=[data.task_names[k] for k in data.task],
+        tier=[data.tier_names[t] for t in data.tier],
+        family=[data.family_names[f] for f in data.family],
+        model=names,
+    )
+    assert named.validate() == []
+    split = bayes.Design.of(named)
+    assert split.n_models == 2 * by_size.n_models and split.n_pairs == 2 * by_size.n_pairs
+    two_sizes = _with(named, model=np.zeros(len(data), dtype=int))
+    with pytest.raises(ValueError, match="different parameter counts"):
+        two_sizes.validate()
+
+
 def test_single_model_size_fallback_keeps_alpha_at_its_prior(data: bayes.FitData) -> None:
     one = _with(data, params=np.full(len(data), 8e9))
     assert "alpha is its prior" in one.validate(allow_single_size=True)[0]
@@ -178,7 +198,7 @@ def test_model_effects_and_exponents_do_touch_the_likelihood(data: bayes.FitData
 
 
 def _inside(post: infer.Posterior, sites: dict[str, np.ndarray], level: float = 0.9, coefs=("ln_a", "alpha", "beta")):
-    true = infer._to_law_scale(sites["theta_tier"], post.centre)
+    true = infer._to_law_scale(sites["theta_tier"], post.family_centre[:, None, :])
     iv = post.interval("tier", level)
     return np.array([((true[f] >= iv[f][1]) & (true[f] <= iv[f][2])).ravel() for f in coefs]).ravel()
 
@@ -199,6 +219,17 @@ def test_nuts_recovers_the_tier_laws_it_simulated(nuts_fit) -> None:
     assert inside.mean() >= 0.7, inside
     coef = post.coef("qwen3", tier="KR")
     assert coef.alpha.shape == (150,)
+
+
+def test_a_new_family_is_predicted_wider_than_a_fitted_one(nuts_fit) -> None:
+    """A family the fit has not seen gets the population law plus a family deviation drawn with tau."""
+    _, _, post = nuts_fit
+    fitted, new = post.coef("qwen3", tier="KA"), post.new_family("KA", seed=0)
+    assert new.alpha.shape == fitted.alpha.shape
+    for f in ("ln_a", "alpha", "beta"):
+        assert np.std(getattr(new, f)) > np.std(getattr(fitted, f))
+    one = infer.Posterior(**{**post.__dict__, "family_names": ["qwen3"]})  # one family: tau from its prior
+    assert np.std(one.new_family("KA", seed=0).alpha) > np.std(fitted.alpha)
 
 
 def test_posterior_predictive_interval_covers_the_observed_counts(nuts_fit) -> None:
