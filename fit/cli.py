@@ -55,8 +55,8 @@ def run(
     joint: Annotated[
         list[str] | None, typer.Option(help="nuts/svi: also fit this preset's family, sharing the prior (repeatable)")
     ] = None,
-    warmup: Annotated[int, typer.Option(help="NUTS warmup steps per chain")] = 500,
-    samples: Annotated[int, typer.Option(help="NUTS draws per chain")] = 1500,
+    warmup: Annotated[int, typer.Option(help="NUTS warmup steps per chain")] = 1000,
+    samples: Annotated[int, typer.Option(help="NUTS draws per chain")] = 2000,
     chains: Annotated[int, typer.Option(help="NUTS chains")] = 2,
     svi_steps: Annotated[int, typer.Option(help="SVI optimizer steps")] = 4000,
     target_accept: Annotated[float, typer.Option(help="NUTS target acceptance probability")] = 0.95,
