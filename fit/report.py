@@ -170,6 +170,22 @@ def summary_markdown(profile: Profile, validation: str | None = None, diagnostic
     return "\n".join(lines) + "\n"
 
 
+def diagnostics_markdown(profile: Profile) -> str | None:
+    """The Bayesian fit's diagnostics as a list (None for an OLS profile)."""
+    d = profile.diagnostics
+    if d is None:
+        return None
+    lines = [f"- {d.method}: {d.num_chains} chain(s) x {d.num_draws} draws, {d.seconds:.0f} s"]
+    if d.r_hat_max:
+        lines.append("- max R-hat: " + ", ".join(f"{k} {v:.3f}" for k, v in d.r_hat_max.items()))
+        lines.append("- min ESS: " + ", ".join(f"{k} {v:.0f}" for k, v in d.ess_min.items()))
+        lines.append(f"- divergent transitions: {d.divergences}")
+    if d.svi_converged is not None:
+        lines.append(f"- SVI converged: {'yes' if d.svi_converged else 'no'}")
+    lines.append(f"- gate: {'; '.join(d.problems) if d.problems else 'passed'}" + (" (forced)" if d.forced else ""))
+    return "\n".join(lines)
+
+
 def write_report(profile: Profile, data: Rows, out: Path, validation: str | None = None) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     paths = [
@@ -180,7 +196,7 @@ def write_report(profile: Profile, data: Rows, out: Path, validation: str | None
         plot_surface_3bit(profile, out),
     ]
     md = out / "summary.md"
-    md.write_text(summary_markdown(profile, validation))
+    md.write_text(summary_markdown(profile, validation, diagnostics_markdown(profile)))
     return [*paths, md]
 
 

@@ -80,11 +80,12 @@ def ols_scorer(columns: tuple[str, ...]) -> Scorer:
 def bayes_scorer(engine: str = "nuts", seed: int = 0, **inference: int) -> Scorer:
     """The NumPyro model, fitted once per split on its training rows.
 
-    Predictive draws of a held-out tier observation: the family's tier law (a new family: the population law
-    plus a family deviation drawn with tau, Posterior.new_family) plus one deviation per held-out model, drawn
+    Predictive draws of a held-out tier observation: the family's tier law as its profile has it (the law of the
+    tier's tasks' mean accuracy; a new family: shifted by a family deviation drawn with tau,
+    Posterior.new_family) plus one deviation per held-out model, drawn
     with the posterior's omega and shared by that model's configurations.
     """
-    from fit.bayes_profile import fit_data
+    from fit.bayes_profile import fit_data, tier_mean_law
     from fit.infer import Posterior, run_nuts, run_svi
     from fit.law import LawCoef, log_neg_log_acc
 
@@ -96,7 +97,14 @@ def bayes_scorer(engine: str = "nuts", seed: int = 0, **inference: int) -> Score
             run = run_nuts if engine == "nuts" else run_svi
             fits[split.name] = run(data, seed=seed, **inference)
         post = fits[split.name]
-        coef = post.new_family(tier, seed=seed) if split.new_family else post.coef("train", tier=tier)
+        # As in the profiles: the tier law is the law of the tier's tasks' mean accuracy (tier_mean_law).
+        own = sorted({r.task for r in split.train.rows if r.tier == tier})
+        coef = tier_mean_law([post.coef("train", task=k) for k in own], tier_obs(split.train, tier).params)
+        if split.new_family:  # shifted by a new family's deviation from the fitted one (drawn with tau)
+            new, fitted = post.new_family(tier, seed=seed), post.coef("train", tier=tier)
+            coef = LawCoef(
+                *(c + n - f for c, n, f in zip(coef.as_tuple(), new.as_tuple(), fitted.as_tuple(), strict=True))
+            )
         draws = LawCoef(*(np.asarray(c)[:, None] for c in coef.as_tuple()))
         z = np.asarray(log_neg_log_acc(draws, test.params[None], test.bits[None], test.group[None], test.calib[None]))
         omega = post.hyper["omega"][:, post.tier_names.index(tier)]

@@ -146,6 +146,7 @@ def test_fit_report_writes_the_figures_and_summary(tmp_path):
     assert {"scaling_n.png", "scaling_b.png", "cb_g_3bit.png", "predicted_vs_actual.png", "surface_3bit.png"} <= names
     summary = (tmp_path / "summary.md").read_text()
     assert "| tier KA |" in summary and "(fixed)" in summary and "hold out Qwen3-14B" in summary
+    assert "## Diagnostics" in summary and "divergent transitions: 0" in summary and "gate: passed" in summary
     assert (tmp_path / "scaling_n.png").read_bytes()[:4] == b"\x89PNG"
 
 
