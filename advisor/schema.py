@@ -87,6 +87,11 @@ class FitDiagnostics(_Strict):
     problems: list[str] = Field(default_factory=list, description="failed checks; non-empty only when forced")
     forced: bool = False
     seconds: float | None = None
+    ppc_coverage: dict[str, float] | None = Field(
+        default=None,
+        description="posterior predictive check: share of observed counts inside their central 90% predictive "
+        "interval, overall ('all') and per tier; near or above 0.9 when the model fits",
+    )
 
 
 class Profile(_Strict):

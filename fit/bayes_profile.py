@@ -20,7 +20,7 @@ from fit.bayes import FitData
 from fit.infer import Posterior, Thresholds
 from fit.law import FEATURES, LawCoef, design, four_factor, linearize
 from fit.ols import FitError
-from fit.profiles import TIERS, FitSpec, Obs, Rows, _fit, assemble, task_obs, tier_obs
+from fit.profiles import TIERS, FitSpec, Obs, Rows, _fit, _varies, assemble, fit_four_factor, task_obs, tier_obs
 
 PROFILE_DRAWS = 200
 
@@ -169,6 +169,12 @@ def bayes_profile(
         )
         chance = next(r.chance for r in quant.rows if r.task == task) or 0.0
         tasks[task] = TaskLaw.model_validate({**law.model_dump(), "tier": tier, "chance": chance})
+    for task in sorted({r.task for r in quant.rows if r.tier is None}):  # placed in no tier: not in the model
+        obs = task_obs(quant, lambda r, task=task: r.task == task)  # type: ignore[misc]
+        row = next(r for r in quant.rows if r.task == task)
+        if len(obs) >= spec.min_task_rows and _varies(obs):  # else left out, as build_profile does
+            law = fit_four_factor(obs, "general")  # its own OLS law, as in an OLS profile
+            tasks[task] = TaskLaw.model_validate({**law.model_dump(), "tier": None, "chance": row.chance or 0.0})
     if not tiers:
         raise FitError(f"the posterior has no tier law for {family}")
     general = _fit(tier_obs(quant, None), "general", FEATURES, draws=False)

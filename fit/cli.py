@@ -102,7 +102,9 @@ def run(
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(profile.model_dump_json(indent=1, exclude_none=True) + "\n")
     fits = ", ".join(f"{t} adj R² {law.adj_r2:.3f}" for t, law in profile.tiers.items() if law.adj_r2 is not None)
-    typer.echo(f"wrote {out}: {profile.data.n_rows} rows, {fits}", err=True)
+    ppc = profile.diagnostics.ppc_coverage if profile.diagnostics else None
+    check = f"; observed counts inside their 90% predictive interval: {ppc['all']:.2f}" if ppc else ""
+    typer.echo(f"wrote {out}: {profile.data.n_rows} rows, {fits}{check}", err=True)
 
 
 @app.command()

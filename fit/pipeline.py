@@ -110,7 +110,7 @@ def fit_bayes(
 ) -> Profile:
     """Fit the hierarchical model on this spec's rows (and any joint presets'), gate on diagnostics, build."""
     from fit.bayes_profile import bayes_profile, diagnostics_of, fit_data
-    from fit.infer import Thresholds, run_nuts, run_svi
+    from fit.infer import Thresholds, posterior_predictive_check, run_nuts, run_svi
 
     opts = bayes or BayesOptions()
     parts = {spec.name: quant}
@@ -134,9 +134,10 @@ def fit_bayes(
             f"the {engine} fit fails its diagnostics ({'; '.join(problems)}); no profile written: "
             "run longer (--samples/--warmup/--svi-steps) or pass --force to write it marked as failed"
         )
-    return bayes_profile(
-        post, spec.name, quant, ref, spec, command, diagnostics_of(post, thresholds, forced=bool(problems))
-    )
+    diag = diagnostics_of(post, thresholds, forced=bool(problems))
+    ppc = posterior_predictive_check(post, data, level=0.9, seed=opts.seed)
+    diag.ppc_coverage = {"all": round(ppc.coverage, 4), **{t: round(v, 4) for t, v in ppc.by_tier.items()}}
+    return bayes_profile(post, spec.name, quant, ref, spec, command, diag)
 
 
 def spec_for(preset: str) -> FitSpec:

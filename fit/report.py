@@ -180,6 +180,9 @@ def diagnostics_markdown(profile: Profile) -> str | None:
         lines.append("- max R-hat: " + ", ".join(f"{k} {v:.3f}" for k, v in d.r_hat_max.items()))
         lines.append("- min ESS: " + ", ".join(f"{k} {v:.0f}" for k, v in d.ess_min.items()))
         lines.append(f"- divergent transitions: {d.divergences}")
+    if d.ppc_coverage:
+        cov = ", ".join(f"{k} {v:.2f}" for k, v in d.ppc_coverage.items())
+        lines.append(f"- posterior predictive check, observed counts inside their 90% interval: {cov}")
     if d.svi_converged is not None:
         lines.append(f"- SVI converged: {'yes' if d.svi_converged else 'no'}")
     lines.append(f"- gate: {'; '.join(d.problems) if d.problems else 'passed'}" + (" (forced)" if d.forced else ""))
