@@ -50,15 +50,17 @@ _use_host_cores()
 
 def _use_compilation_cache() -> None:
     """Keep JAX's compiled programs on disk (JAX's persistent compilation cache), so a fit of data with the
-    same shapes as an earlier one skips XLA compilation: SVI on bench/fit_speed.py 28.5 s -> 14.0 s. Set
-    JAX_COMPILATION_CACHE_DIR to move it, or to an empty string to turn it off."""
-    if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
-        base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-        os.environ["JAX_COMPILATION_CACHE_DIR"] = os.path.join(base, "strata", "jax")
-    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
+    same shapes as an earlier one skips most XLA compilation. Default ~/.cache/strata/jax; JAX_COMPILATION_CACHE_DIR
+    moves it, or turns it off when set to an empty string. Set at call time: JAX reads its environment only
+    when first imported, which a caller may have done before importing this module."""
+    import jax
 
+    if getattr(jax.config, "jax_compilation_cache_dir", None) or os.environ.get("JAX_COMPILATION_CACHE_DIR") == "":
+        return
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    jax.config.update("jax_compilation_cache_dir", os.path.join(base, "strata", "jax"))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 
-_use_compilation_cache()
 
 LAW_FIELDS: tuple[str, ...] = law.FEATURES  # ln_a, alpha, beta, gamma, delta
 DETERMINISTIC_SITES: tuple[str, ...] = ("mu", "theta_tier", "theta_task")
@@ -296,6 +298,7 @@ def _x64(fn: Any) -> Any:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         import jax
 
+        _use_compilation_cache()
         with jax.enable_x64(True):
             return fn(*args, **kwargs)
 
