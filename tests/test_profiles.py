@@ -156,3 +156,22 @@ def test_fit_validate_prints_the_comparison(tmp_path):
     assert result.exit_code == 0, result.output
     text = md.read_text()
     assert "hold out Qwen3-14B" in text and "fit qwen3, predict llama" in text and "OLS (N, B) baseline" in text
+
+
+@pytest.mark.parametrize(
+    "engine, tiny", [("nuts", ["--warmup", "30", "--samples", "30"]), ("svi", ["--svi-steps", "40"])]
+)
+def test_fit_run_bayesian_smoke_refuses_a_failed_fit_unless_forced(engine, tiny, tmp_path):
+    """NumPyro-example-style smoke test: tiny settings cannot pass the gate, so nothing is written; --force writes
+    the profile marked as failed, with the failures listed."""
+    out = tmp_path / "q.json"
+    args = ["run", "--preset", "qwen3", "--engine", engine, *tiny, "--out", str(out)]
+    result = _run(args)
+    assert result.exit_code == 2 and "fails its diagnostics" in result.output and not out.exists(), result.output
+    result = _run([*args, "--force"])
+    assert result.exit_code == 0, result.output
+    prof = load_profile(out)
+    assert prof.engine == engine and prof.diagnostics is not None
+    assert prof.diagnostics.forced and prof.diagnostics.problems
+    draws = 2 * 30 if engine == "nuts" else 200  # all of 2 chains x 30, or the profile's 200 of SVI's 1000
+    assert set(prof.tiers) == {"KA", "KR"} and len(prof.tiers["KA"].draws["alpha"]) == draws
