@@ -14,6 +14,10 @@ import os
 import sys
 import time
 
+if "PYTHONHASHSEED" not in os.environ:  # as the `fit` CLI does (fit.cli.fixed_hash_seed): cacheable SVI programs
+    os.environ["PYTHONHASHSEED"] = "0"
+    os.execv(sys.executable, [sys.executable, *sys.argv])
+
 import numpyro
 
 numpyro.set_host_device_count(2)

@@ -175,3 +175,23 @@ def test_fit_run_bayesian_smoke_refuses_a_failed_fit_unless_forced(engine, tiny,
     assert prof.diagnostics.forced and prof.diagnostics.problems
     draws = 2 * 30 if engine == "nuts" else 200  # all of 2 chains x 30, or the profile's 200 of SVI's 1000
     assert set(prof.tiers) == {"KA", "KR"} and len(prof.tiers["KA"].draws["alpha"]) == draws
+
+
+def test_fit_cli_reruns_itself_with_a_fixed_hash_seed(tmp_path):
+    """numpyro sums the ELBO over a set of site names: only a fixed PYTHONHASHSEED gives the same program (and the
+    same SVI result) in every process, so `fit` re-executes itself with one unless the caller set it."""
+    import os
+    import subprocess
+    import sys
+
+    (tmp_path / "probe.py").write_text(
+        "import os\nprint(os.environ['PYTHONHASHSEED'], hash('strata') == hash('strata'))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONHASHSEED"}
+    env["PYTHONPATH"] = os.pathsep.join([str(tmp_path), *sys.path])
+    code = "from fit.cli import fixed_hash_seed; fixed_hash_seed('probe'); print('not re-executed')"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and out.stdout.strip() == "0", out.stdout + out.stderr
+    env["PYTHONHASHSEED"] = "7"  # the caller's choice stands
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+    assert out.stdout.strip() == "not re-executed"
