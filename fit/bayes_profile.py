@@ -20,7 +20,7 @@ from fit.bayes import FitData
 from fit.infer import Posterior, Thresholds
 from fit.law import FEATURES, LawCoef, design, four_factor, linearize
 from fit.ols import FitError
-from fit.profiles import TIERS, FitSpec, Obs, Rows, _fit, _varies, assemble, fit_four_factor, task_obs, tier_obs
+from fit.profiles import TIERS, FitSpec, Obs, Rows, _fit, assemble, ols_task_law, task_obs, tier_obs
 
 PROFILE_DRAWS = 200
 
@@ -84,6 +84,12 @@ def tier_mean_law(task_laws: list[LawCoef], params: np.ndarray) -> LawCoef:
     z = np.log(-np.log(np.clip(acc, 1e-12, 1 - 1e-12)))
     coef = z @ np.linalg.pinv(design(n, b, g, c)).T  # (S, 5): ln_a, alpha, beta, gamma, delta
     return LawCoef(*coef.T)
+
+
+def family_tier_law(post: Posterior, family: str, rows: Rows, tier: str) -> LawCoef:
+    """A family's tier law as profiles carry it: tier_mean_law over the tier's tasks in the family's rows."""
+    own = sorted({r.task for r in rows.rows if r.tier == tier})
+    return tier_mean_law([post.coef(family, task=k) for k in own], tier_obs(rows, tier).params)
 
 
 def _thin(a: np.ndarray, k: int = PROFILE_DRAWS) -> np.ndarray:
@@ -152,9 +158,7 @@ def bayes_profile(
         if len(obs) == 0:
             continue
         ti = post.tier_names.index(t)
-        own = sorted({r.task for r in quant.rows if r.tier == t})
-        mean_law = tier_mean_law([post.coef(family, task=k) for k in own], obs.params)
-        tiers[t] = _law_fit(mean_law, None if omega is None else omega[:, ti], obs)
+        tiers[t] = _law_fit(family_tier_law(post, family, quant, t), None if omega is None else omega[:, ti], obs)
         baseline[t] = _fit(obs, t, FEATURES[:3], draws=False)
         ref_obs = tier_obs(ref, t)
         if len(ref_obs) >= 3 and np.unique(ref_obs.params).size >= 2:
@@ -170,11 +174,9 @@ def bayes_profile(
         chance = next(r.chance for r in quant.rows if r.task == task) or 0.0
         tasks[task] = TaskLaw.model_validate({**law.model_dump(), "tier": tier, "chance": chance})
     for task in sorted({r.task for r in quant.rows if r.tier is None}):  # placed in no tier: not in the model
-        obs = task_obs(quant, lambda r, task=task: r.task == task)  # type: ignore[misc]
-        row = next(r for r in quant.rows if r.task == task)
-        if len(obs) >= spec.min_task_rows and _varies(obs):  # else left out, as build_profile does
-            law = fit_four_factor(obs, "general")  # its own OLS law, as in an OLS profile
-            tasks[task] = TaskLaw.model_validate({**law.model_dump(), "tier": None, "chance": row.chance or 0.0})
+        law_or_why = ols_task_law(quant, task, spec)  # its own OLS law, as in an OLS profile
+        if isinstance(law_or_why, TaskLaw):
+            tasks[task] = law_or_why
     if not tiers:
         raise FitError(f"the posterior has no tier law for {family}")
     general = _fit(tier_obs(quant, None), "general", FEATURES, draws=False)

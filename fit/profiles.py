@@ -231,18 +231,25 @@ def build_profile(quant: Rows, ref: Rows, spec: FitSpec, command: str) -> Profil
             unquantized[t] = _fit(ref_obs, t, FEATURES[:2], draws=True)  # else: no 16-bit law, the advisor says so
     general = fit_four_factor(tier_obs(quant, None), "general", draws=False)
     for task in sorted({r.task for r in quant.rows}):
-        obs = task_obs(quant, lambda r, task=task: r.task == task)  # type: ignore[misc]
-        row = next(r for r in quant.rows if r.task == task)
-        if len(obs) < spec.min_task_rows:
-            excluded[f"task {task}: fewer than {spec.min_task_rows} rows for a per-task law"] += len(obs)
-            continue
-        if not _varies(obs):
-            excluded[f"task {task}: the same score everywhere, no per-task law"] += len(obs)
-            continue
-        law = fit_four_factor(obs, row.tier or "general")  # an unplaced task still gets its own law
-        tasks[task] = TaskLaw.model_validate({**law.model_dump(), "tier": row.tier, "chance": row.chance or 0.0})
+        law_or_why = ols_task_law(quant, task, spec)
+        if isinstance(law_or_why, TaskLaw):
+            tasks[task] = law_or_why
+        else:
+            excluded[law_or_why[0]] += law_or_why[1]
     laws = {"tiers": tiers, "general": general, "baseline": baseline, "unquantized": unquantized, "tasks": tasks}
     return assemble(spec, quant, excluded, command, engine="ols", laws=laws)
+
+
+def ols_task_law(quant: Rows, task: str, spec: FitSpec) -> TaskLaw | tuple[str, int]:
+    """One task's own four-factor law by OLS, or (why not, rows left out) when its rows cannot carry one."""
+    obs = task_obs(quant, lambda r: r.task == task)
+    row = next(r for r in quant.rows if r.task == task)
+    if len(obs) < spec.min_task_rows:
+        return f"task {task}: fewer than {spec.min_task_rows} rows for a per-task law", len(obs)
+    if not _varies(obs):
+        return f"task {task}: the same score everywhere, no per-task law", len(obs)
+    law = fit_four_factor(obs, row.tier or "general")  # an unplaced task still gets its own law
+    return TaskLaw.model_validate({**law.model_dump(), "tier": row.tier, "chance": row.chance or 0.0})
 
 
 def assemble(

@@ -85,7 +85,7 @@ def bayes_scorer(engine: str = "nuts", seed: int = 0, **inference: int) -> Score
     Posterior.new_family) plus one deviation per held-out model, drawn
     with the posterior's omega and shared by that model's configurations.
     """
-    from fit.bayes_profile import fit_data, tier_mean_law
+    from fit.bayes_profile import family_tier_law, fit_data
     from fit.infer import Posterior, run_nuts, run_svi
     from fit.law import LawCoef, log_neg_log_acc
 
@@ -97,9 +97,7 @@ def bayes_scorer(engine: str = "nuts", seed: int = 0, **inference: int) -> Score
             run = run_nuts if engine == "nuts" else run_svi
             fits[split.name] = run(data, seed=seed, **inference)
         post = fits[split.name]
-        # As in the profiles: the tier law is the law of the tier's tasks' mean accuracy (tier_mean_law).
-        own = sorted({r.task for r in split.train.rows if r.tier == tier})
-        coef = tier_mean_law([post.coef("train", task=k) for k in own], tier_obs(split.train, tier).params)
+        coef = family_tier_law(post, "train", split.train, tier)  # the tier law as profiles carry it
         if split.new_family:  # shifted by a new family's deviation from the fitted one (drawn with tau)
             new, fitted = post.new_family(tier, seed=seed), post.coef("train", tier=tier)
             coef = LawCoef(
