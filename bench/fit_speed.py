@@ -14,14 +14,15 @@ import os
 import sys
 import time
 
-if "PYTHONHASHSEED" not in os.environ:  # as the `fit` CLI does (fit.cli.fixed_hash_seed): cacheable SVI programs
-    os.environ["PYTHONHASHSEED"] = "0"
-    os.execv(sys.executable, [sys.executable, *sys.argv])
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import numpyro
+from fit.cli import fixed_hash_seed
+
+fixed_hash_seed(sys.argv)  # as the `fit` CLI does: cacheable SVI programs
+
+import numpyro  # noqa: E402
 
 numpyro.set_host_device_count(2)
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np  # noqa: E402
 

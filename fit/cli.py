@@ -180,18 +180,18 @@ def report(
         typer.echo(f"wrote {path}", err=True)
 
 
-def fixed_hash_seed(module: str) -> None:
+def fixed_hash_seed(argv: list[str]) -> None:
     """Re-run this process with PYTHONHASHSEED=0 unless it is set. numpyro's Trace_ELBO sums the ELBO over a set
     of site names, whose order follows Python's per-process string hashing: every process then builds a different
     program, so JAX's compilation cache never hits (SVI on bench/fit_speed.py: 14.7 s warm instead of 9.7 s) and
     SVI results are not bit-identical from run to run. With a fixed seed both are."""
     if "PYTHONHASHSEED" not in os.environ:
         os.environ["PYTHONHASHSEED"] = "0"
-        os.execv(sys.executable, [sys.executable, "-m", module, *sys.argv[1:]])
+        os.execv(sys.executable, [sys.executable, *argv])  # argv: the interpreter's arguments to run again
 
 
 def main() -> None:
-    fixed_hash_seed("fit.cli")
+    fixed_hash_seed(["-m", "fit.cli", *sys.argv[1:]])
     app(prog_name="fit")
 
 

@@ -192,7 +192,7 @@ class Posterior:
             tau = np.abs(rng.standard_normal((s, d))) * np.asarray(self.priors.tau[:d])
         dev = tau * rng.standard_normal((s, d))  # centred scale: c, alpha, beta, ...
         slopes = dev[:, 1:]
-        ln_a = pop["ln_a"][:, t] + dev[:, 0] - (slopes * self.centre[: d - 1]).sum(axis=-1)
+        ln_a = pop["ln_a"][:, t] + ln_a_from_centred(dev[:, 0], slopes, self.centre)
         rest = [pop[f][:, t] + (slopes[:, j] if j < d - 1 else 0.0) for j, f in enumerate(LAW_FIELDS[1:])]
         return law.LawCoef(ln_a, *rest)
 
@@ -255,9 +255,7 @@ def _build(
         task_tier=data.task_tier,
         centre=design.centre,
         family_centre=design.family_centre,
-        population=_to_law_scale(draws["mu"], design.centre),
-        tier=_to_law_scale(draws["theta_tier"], design.family_centre[:, None, :]),
-        task=_to_law_scale(draws["theta_task"], design.family_centre[:, None, :]),
+        **_law_scale_groups(draws, design),
         hyper={
             "tau": draws.get("tau", np.zeros((n, d))),
             "sigma": draws.get("sigma", np.zeros((n, d))),
@@ -272,15 +270,20 @@ def _build(
     )
 
 
+def _law_scale_groups(draws: dict[str, np.ndarray], design: Design) -> dict[str, dict[str, np.ndarray]]:
+    """The population (mu), tier and task laws of draws on the law's scale: population laws centred on the
+    data's centre, a family's laws on its own (Design.family_centre)."""
+    per_family = design.family_centre[:, None, :]
+    centres = (design.centre, per_family, per_family)
+    sites = ("mu", "theta_tier", "theta_task")
+    return {g: _to_law_scale(draws[s], c) for g, s, c in zip(COEF_GROUPS, sites, centres, strict=True)}
+
+
 def _groups(chains: dict[str, np.ndarray], design: Design, law_form: str) -> dict[str, np.ndarray]:
     """Arrays (C, S, -1) per diagnostic group; only sampled coefficients (not the zero gamma, delta)."""
     d = len(law_coefs(law_form))
     out = {}
-    per_family = design.family_centre[:, None, :]
-    for group, site, centre in zip(
-        COEF_GROUPS, ("mu", "theta_tier", "theta_task"), (design.centre, per_family, per_family), strict=True
-    ):
-        scaled = _to_law_scale(chains[site], centre)
+    for group, scaled in _law_scale_groups(chains, design).items():
         out[group] = np.stack([scaled[f] for f in LAW_FIELDS[:d]], axis=-1)
     out["scales"] = np.concatenate(
         [chains[s].reshape((*chains[s].shape[:2], -1)) for s in ("tau", "sigma", "omega", "log_phi") if s in chains],

@@ -187,7 +187,7 @@ def test_fit_cli_reruns_itself_with_a_fixed_hash_seed(tmp_path):
     (tmp_path / "probe.py").write_text("import os\nprint(os.environ['PYTHONHASHSEED'])\n")
     env = {k: v for k, v in os.environ.items() if k != "PYTHONHASHSEED"}
     env["PYTHONPATH"] = os.pathsep.join([str(tmp_path), *sys.path])
-    code = "from fit.cli import fixed_hash_seed; fixed_hash_seed('probe'); print('not re-executed')"
+    code = "from fit.cli import fixed_hash_seed; fixed_hash_seed(['-m', 'probe']); print('not re-executed')"
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0 and out.stdout.strip() == "0", out.stdout + out.stderr
     env["PYTHONHASHSEED"] = "7"  # the caller's choice stands
