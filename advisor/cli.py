@@ -192,7 +192,9 @@ def _print_profiles(shipped: dict[str, Any]) -> int:
 def main() -> None:
     # The CLI needs no pydantic plugins; looking them up scans every installed distribution (~30 ms).
     os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
-    raise SystemExit(run())
+    from strata.errors import guard
+
+    raise SystemExit(guard("advisor", run))
 
 
 if __name__ == "__main__":

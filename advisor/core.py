@@ -34,6 +34,7 @@ from advisor.schema import (
     TierAnswer,
 )
 from fit.law import LawCoef, denormalize, effective_group_size, log_neg_log_acc
+from strata.errors import UserError
 
 DEFAULT_BITS = (2, 3, 4, 8)
 DEFAULT_GROUPS = (32, 64, 128, 256, -1)
@@ -42,7 +43,7 @@ RELATIVE = "relative"
 ADJUSTED = "adjusted"
 
 
-class AdviceError(ValueError):
+class AdviceError(UserError):
     """A query the advisor cannot answer as asked (bad target, unsupported bits, ...); one line with the fix."""
 
 

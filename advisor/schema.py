@@ -12,13 +12,15 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from strata.errors import UserError
+
 PROFILE_SCHEMA_VERSION = 1
 ANSWER_SCHEMA_VERSION = 1
 TIERS = ("KM", "KA", "KR")
 COEF_NAMES = ("ln_a", "alpha", "beta", "gamma", "delta")
 
 
-class ProfileError(ValueError):
+class ProfileError(UserError):
     """A profile that is missing, corrupt or of another schema version; one line with the fix."""
 
 
@@ -124,6 +126,10 @@ def load_profile(path: str | Path) -> Profile:
         text = path.read_bytes()
     except FileNotFoundError:
         raise ProfileError(f"profile {path} does not exist; pass --profile with a profile JSON") from None
+    except IsADirectoryError:
+        raise ProfileError(f"profile {path} is a directory; pass --profile with a profile JSON file") from None
+    except OSError as exc:
+        raise ProfileError(f"profile {path} cannot be read ({exc.strerror}); pass a readable profile JSON") from None
     try:  # the fast path: one parse straight into the model
         profile = Profile.model_validate_json(text)
     except ValidationError as exc:

@@ -27,8 +27,10 @@ from typing import Any
 
 import torch
 
+from strata.errors import UserError
 
-class CalibrationError(ValueError):
+
+class CalibrationError(UserError):
     """A calibration source that cannot be used; one line naming the input and the fix."""
 
 

@@ -71,13 +71,15 @@ def evaluate(
     import json
     import os
 
+    from strata.errors import first_line
+
     os.environ.setdefault("TQDM_DISABLE", "1")  # lm-eval's progress bars would bury the one-line answer
     if device not in ("cpu", "cuda"):
         raise _fail(f"--device must be cpu or cuda, got {device}")
     if dtype not in ("float32", "bfloat16", "float16"):
         raise _fail(f"--dtype must be float32, bfloat16 or float16, got {dtype}")
 
-    from calibrate.evaluate import EvaluateError, Evaluator
+    from calibrate.evaluate import EvaluateError, EvaluationFailed, Evaluator
     from calibrate.tiermap import TierMapError
 
     task_list = [t for t in tasks.split(",") if t.strip()] if tasks else None
@@ -100,8 +102,12 @@ def evaluate(
         result = ev.evaluate(limit=limit, seed=seed, config=config)
     except (EvaluateError, TierMapError) as exc:
         raise _fail(str(exc)) from None
+    except EvaluationFailed as exc:
+        where = f" (task {exc.task})" if exc.task else ""
+        typer.echo(f"error: model {model}: evaluate{where}: {exc}", err=True)
+        raise typer.Exit(code=1) from None
     except ValueError as exc:  # e.g. an RTN group size that does not divide a layer
-        raise _fail(str(exc).splitlines()[0]) from None
+        raise _fail(first_line(exc)) from None
     if as_json:
         typer.echo(json.dumps(result, indent=2))
         return
@@ -391,7 +397,9 @@ def quantize(
 
 
 def main() -> None:
-    app()
+    from strata.errors import guard
+
+    guard("calibrate", lambda: app(prog_name="calibrate"))
 
 
 if __name__ == "__main__":

@@ -45,13 +45,15 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from strata.errors import UserError
+
 GPTQMODEL_VERSION = "7.6.0"
 SUPPORTED_BITS = (2, 3, 4, 8)
 RECORD = "strata_quantize.json"
 INSTALL_HINT = f'pip install "strata[deploy]" (or pip install gptqmodel=={GPTQMODEL_VERSION} optimum)'
 
 
-class DeployError(ValueError):
+class DeployError(UserError):
     """Input or environment that cannot produce a checkpoint; one line naming the input and the fix."""
 
 

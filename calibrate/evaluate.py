@@ -34,12 +34,21 @@ from typing import Any
 
 from calibrate.tiermap import DEFAULT_TIER_MAP, TIERS, TierMap, load_tier_map
 from fit.law import normalize
+from strata.errors import StrataError, UserError, first_line
 
 LOCAL_TIER_MAP = "tier_map.yaml"  # a checkpoint directory carrying this file is evaluated on its own tasks
 
 
-class EvaluateError(ValueError):
+class EvaluateError(UserError):
     """Input that cannot be evaluated; the message is one line naming the input and the fix."""
+
+
+class EvaluationFailed(StrataError):
+    """lm-eval (or the model under it) raised while evaluating; ``task`` names the first task that fails alone."""
+
+    def __init__(self, cause: BaseException, task: str | None) -> None:
+        self.task = task
+        super().__init__(first_line(cause))
 
 
 # --- local probe data (called by lm-eval through the task YAML's `custom_dataset`) -----------------------------
@@ -226,28 +235,25 @@ class Evaluator:
 
     def evaluate(self, limit: int | None = None, seed: int = 0, config: dict[str, Any] | None = None) -> dict[str, Any]:
         """Evaluate the model as it is now; return the ``advisor predict``-shaped result."""
-        from lm_eval import evaluator as lm_evaluator
-
         samples = self.subset(limit, seed)
         start = time.perf_counter()
-        res = lm_evaluator.evaluate(
-            lm=self.lm,
-            task_dict=self.loaded,
-            samples=samples,
-            cache_requests=False,
-            bootstrap_iters=0,  # acc's standard error is analytic (below); no bootstrap needed
-            log_samples=False,
-            verbosity="ERROR",
-        )
+        try:
+            res = self._run(self.loaded, samples)
+            tasks: dict[str, dict[str, Any]] = {}
+            for name, key in self.lm_names.items():
+                try:
+                    acc = float(res["results"][name]["acc,none"])
+                    n = int(res["n-samples"][name]["effective"])
+                except (KeyError, TypeError, ValueError) as exc:
+                    raise EvaluationFailed(exc, name) from exc
+                correct = round(acc * n)
+                stderr = math.sqrt(acc * (1 - acc) / (n - 1)) if n > 1 else float("nan")
+                tasks[key] = {"mean": acc, "n": n, "correct": correct, "stderr": stderr}
+        except (EvaluationFailed, KeyboardInterrupt):
+            raise
+        except Exception as exc:  # lm-eval, the tokenizer or the model raised: name the task that fails alone
+            raise EvaluationFailed(exc, self._failing_task()) from exc
         seconds = time.perf_counter() - start
-        assert res is not None
-        tasks: dict[str, dict[str, Any]] = {}
-        for name, key in self.lm_names.items():
-            acc = float(res["results"][name]["acc,none"])
-            n = int(res["n-samples"][name]["effective"])
-            correct = round(acc * n)
-            stderr = math.sqrt(acc * (1 - acc) / (n - 1)) if n > 1 else float("nan")
-            tasks[key] = {"mean": acc, "n": n, "correct": correct, "stderr": stderr}
         return {
             "model": self.model_ref,
             "config": config or {"bits": None, "group_size": None, "calib_samples": None, "dtype": self.dtype},
@@ -263,6 +269,31 @@ class Evaluator:
                 "seconds": round(seconds, 3),
             },
         }
+
+    def _run(self, task_dict: Any, samples: dict[str, list[int]] | None) -> Any:
+        from lm_eval import evaluator as lm_evaluator
+
+        res = lm_evaluator.evaluate(
+            lm=self.lm,
+            task_dict=task_dict,
+            samples=samples,
+            cache_requests=False,
+            bootstrap_iters=0,  # acc's standard error is analytic (below); no bootstrap needed
+            log_samples=False,
+            verbosity="ERROR",
+        )
+        if res is None:
+            raise RuntimeError("lm-eval returned no results (not rank 0 of a distributed run)")
+        return res
+
+    def _failing_task(self) -> str | None:
+        """The first task that fails when evaluated alone on one item (only called after a failure)."""
+        for name, task in self.loaded["tasks"].items():
+            try:
+                self._run({"tasks": {name: task}, "groups": {}, "group_map": {}}, {name: [0]})
+            except Exception:
+                return str(name)
+        return None
 
     def tiers(self, tasks: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
         """Items-weighted mean of chance-adjusted task accuracy per tier, with a normal-approximation 95% band."""

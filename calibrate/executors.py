@@ -21,13 +21,13 @@ import os
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from calibrate.spec import SweepSpec
 from calibrate.store import ResultRow
-from calibrate.sweep import Progress, SweepError, Unit, Worker
+from calibrate.sweep import Progress, SweepError, Unit, UnitFailure, UnitsFailed, Worker
+from strata.errors import first_line
 
 INSTALL_HINT = 'pip install "strata[cluster]"'
 # Passed on to remote workers when set on the driver (offline Hub, caches, quiet progress bars).
@@ -44,24 +44,6 @@ FORWARDED_ENV = (
 
 class MissingDependency(SweepError):
     """The executor's library is not installed."""
-
-
-@dataclass(frozen=True)
-class UnitFailure:
-    unit: Unit
-    attempts: int
-    error: str
-
-    def describe(self) -> str:
-        return f"failed: {self.unit.describe()} after {self.attempts} attempt(s): {self.error}"
-
-
-class UnitsFailed(SweepError):
-    """Units that failed every attempt; everything else has been committed. One line per unit."""
-
-    def __init__(self, failures: list[UnitFailure]) -> None:
-        self.failures = failures
-        super().__init__("\n".join(f.describe() for f in failures))
 
 
 # --- what a remote process runs --------------------------------------------------------------------------------
@@ -91,17 +73,6 @@ def run_unit(spec: SweepSpec | str, unit: Unit, verbose: bool = False) -> list[l
 
 
 # --- helpers ---------------------------------------------------------------------------------------------------
-
-
-def _one_line(exc: BaseException) -> str:
-    """An error as one line: the original exception of a remote task, else the last line of the message."""
-    cause = getattr(exc, "cause", None)
-    if isinstance(cause, BaseException) and cause is not exc:
-        exc = cause
-    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
-    text = lines[-1] if lines else ""
-    name = type(exc).__name__
-    return (text if text.startswith(name) else f"{name}: {text}" if text else name)[:300]
 
 
 def _remaining(unit: Unit, done: set[tuple[int, int]]) -> Unit:
@@ -225,7 +196,7 @@ class RayExecutor:
             raise UnitsFailed(self.failures)
 
     def _failed(self, unit: Unit, attempt: int, exc: BaseException, resubmit: Any) -> None:
-        error = _one_line(exc)
+        error = first_line(exc)
         if attempt <= self.max_retries:
             self.log(f"retrying {unit.describe()} (attempt {attempt + 1} of {self.max_retries + 1}): {error}")
             resubmit(unit, attempt + 1)
@@ -322,7 +293,7 @@ class SlurmExecutor:
                     try:
                         result = job.result()
                     except Exception as exc:
-                        error = _one_line(exc)
+                        error = first_line(exc)
                         if attempt <= self.max_retries:
                             self.log(f"retrying {unit.describe()} (attempt {attempt + 1}): {error} [job {job.job_id}]")
                             retry.setdefault(attempt + 1, []).append(unit)

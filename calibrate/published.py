@@ -23,6 +23,7 @@ from typing import IO
 
 from calibrate.store import ResultRow
 from calibrate.tiermap import TierMap
+from strata.errors import UserError
 
 REQUIRED = (
     "source", "table", "model_family", "model", "params_b", "params_nonembed_b", "model_stage", "method", "bits",
@@ -32,7 +33,7 @@ REQUIRED = (
 OPTIONAL = ("tier", "chance", "n_items", "correct", "calib_samples_effective", "calib_seed", "hidden_size", "extra")
 
 
-class PublishedDataError(ValueError):
+class PublishedDataError(UserError):
     """A CSV that cannot be imported; one line naming the file, line, column and fix."""
 
 

@@ -22,10 +22,12 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from strata.errors import UserError
+
 SPEC_VERSION = 1
 
 
-class SpecError(ValueError):
+class SpecError(UserError):
     """A sweep spec that cannot be used; the message is one line naming the field and the fix."""
 
 

@@ -17,10 +17,12 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from strata.errors import UserError
+
 SCHEMA_VERSION = 1
 
 
-class StoreError(RuntimeError):
+class StoreError(UserError):
     """A store that cannot be opened or written; the message is one line naming the problem and the fix."""
 
 

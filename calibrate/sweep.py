@@ -19,6 +19,7 @@ Data flow (one process, the local executor):
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import time
@@ -30,13 +31,54 @@ from typing import Any, Literal, Protocol
 
 from calibrate.spec import ModelSpec, SweepSpec
 from calibrate.store import ResultRow, Store
+from strata.errors import StrataError, UserError, first_line
 
 SOURCE = "strata-sweep"
 Progress = Callable[[str], None]
+Stage = Literal["load", "calibrate", "quantize", "evaluate"]
 
 
-class SweepError(RuntimeError):
+class SweepError(UserError):
     """A sweep that cannot go on; one line naming the input and the fix. Everything stored so far stays stored."""
+
+
+class UnitError(StrataError):
+    """A unit that failed inside a library (torch, transformers, lm-eval): the model, the stage, the task where
+    there is one, and the cause, in one line. The sweep goes on with the other units and exits 1."""
+
+    def __init__(self, model: str, stage: Stage, cause: BaseException | str, task: str | None = None) -> None:
+        self.model, self.stage, self.task = model, stage, task
+        why = cause if isinstance(cause, str) else first_line(cause)
+        super().__init__(f"model {model}: {stage}" + (f" (task {task})" if task else "") + f": {why}")
+
+
+@dataclass(frozen=True)
+class UnitFailure:
+    unit: Unit
+    attempts: int
+    error: str
+
+    def describe(self) -> str:
+        return f"failed: {self.unit.describe()} after {self.attempts} attempt(s): {self.error}"
+
+
+class UnitsFailed(StrataError):
+    """Units that failed every attempt; everything else has been committed. One line per unit (exit 1)."""
+
+    def __init__(self, failures: list[UnitFailure]) -> None:
+        self.failures = failures
+        super().__init__("\n".join(f.describe() for f in failures))
+
+
+@contextlib.contextmanager
+def stage(model: str, name: Stage) -> Iterator[None]:
+    """Anything a library raises in this stage becomes a ``UnitError``; our own errors pass through as they are."""
+    try:
+        yield
+    except (UserError, UnitError, KeyboardInterrupt):
+        raise
+    except Exception as exc:
+        raise UnitError(model, name, exc, getattr(exc, "task", None)) from exc
 
 
 @dataclass(frozen=True)
@@ -199,25 +241,28 @@ class Worker:
         from calibrate.gptq import QuantConfig
         from calibrate.rtn import restore
 
-        calib, calib_s = self._calibration(loaded, unit) if self.spec.method == "gptq" else (None, 0.0)
+        label = unit.model.label
+        with stage(label, "calibrate"):
+            calib, calib_s = self._calibration(loaded, unit) if self.spec.method == "gptq" else (None, 0.0)
         for batch in self._batches(unit, loaded, calib):
             qconfigs = [QuantConfig(c.bits, c.group_size, self.spec.gptq.sym) for c in batch]
             self.log(f"{unit.describe()}: quantizing {len(batch)} together")
             g = self.spec.gptq
-            results, timings = sequential.quantize_model(
-                loaded.evaluator.model,
-                calib.ids if calib is not None else None,
-                qconfigs,
-                method=self.spec.method,
-                damp=g.damp,
-                block_size=g.block_size,
-                act_order=g.act_order,
-                true_sequential=g.true_sequential,
-                propagate=g.propagate,
-                batch_size=g.batch_size,
-                offload="cpu",
-                progress=self.log,
-            )
+            with stage(label, "quantize"):
+                results, timings = sequential.quantize_model(
+                    loaded.evaluator.model,
+                    calib.ids if calib is not None else None,
+                    qconfigs,
+                    method=self.spec.method,
+                    damp=g.damp,
+                    block_size=g.block_size,
+                    act_order=g.act_order,
+                    true_sequential=g.true_sequential,
+                    propagate=g.propagate,
+                    batch_size=g.batch_size,
+                    offload="cpu",
+                    progress=self.log,
+                )
             shared = {f"quantize_{k}_s": round(v, 4) for k, v in timings.items()}
             shared["quantize_batch"] = len(batch)
             if calib is not None:
@@ -246,19 +291,22 @@ class Worker:
         start = time.perf_counter()
         ev = self.spec.evaluation
         try:
-            evaluator = Evaluator(
-                model.model,
-                ev.tier_map,
-                tasks=ev.tasks,
-                device=self.device,
-                batch_size=ev.batch_size,
-                dtype=self.spec.dtype,
-                trust_remote_code=model.trust_remote_code,
-            )
+            with stage(model.label, "load"):
+                evaluator = Evaluator(
+                    model.model,
+                    ev.tier_map,
+                    tasks=ev.tasks,
+                    device=self.device,
+                    batch_size=ev.batch_size,
+                    dtype=self.spec.dtype,
+                    trust_remote_code=model.trust_remote_code,
+                )
         except EvaluateError as exc:
             raise SweepError(f"model {model.label}: {exc}") from None
         check_group_sizes(evaluator.model, self.spec.group_sizes, model.label)
-        loaded = _Loaded(evaluator, _model_info(evaluator.model, model), load_s=time.perf_counter() - start)
+        with stage(model.label, "load"):
+            info = _model_info(evaluator.model, model)
+        loaded = _Loaded(evaluator, info, load_s=time.perf_counter() - start)
         self._loaded = (model.model, loaded)
         return loaded
 
@@ -298,7 +346,8 @@ class Worker:
     ) -> list[ResultRow]:
         ev = self.spec.evaluation
         ref = cfg is None
-        result = loaded.evaluator.evaluate(limit=ev.limit, seed=ev.seed)
+        with stage(unit.model.label, "evaluate"):
+            result = loaded.evaluator.evaluate(limit=ev.limit, seed=ev.seed)
         info = loaded.info
         cal = self.spec.calibration
         uses_calib = not ref and self.spec.method == "gptq"
@@ -449,8 +498,14 @@ class LocalExecutor:
 
     def map(self, spec: SweepSpec, units: list[Unit]) -> Iterator[list[ResultRow]]:
         worker = Worker(spec, self.log)
+        failures: list[UnitFailure] = []
         for unit in units:
-            yield from worker.run(unit)
+            try:
+                yield from worker.run(unit)
+            except UnitError as exc:  # this unit stops; what it handed back is committed, the next unit runs
+                failures.append(UnitFailure(unit, 1, str(exc)))
+        if failures:
+            raise UnitsFailed(failures)
 
 
 @dataclass

@@ -12,13 +12,15 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from strata.errors import UserError
+
 TIERS: tuple[str, ...] = ("KM", "KA", "KR")
 TIER_NAMES = {"KM": "knowledge memorization", "KA": "knowledge application", "KR": "knowledge reasoning"}
 DEFAULT_TIER_MAP = Path(__file__).parent / "data" / "tier_map.yaml"
 SCHEMA_VERSION = 1
 
 
-class TierMapError(ValueError):
+class TierMapError(UserError):
     """A tier map file that cannot be used; the message is one line naming the field and the fix."""
 
 

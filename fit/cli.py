@@ -191,8 +191,10 @@ def fixed_hash_seed(argv: list[str]) -> None:
 
 
 def main() -> None:
+    from strata.errors import guard
+
     fixed_hash_seed(["-m", "fit.cli", *sys.argv[1:]])
-    app(prog_name="fit")
+    guard("fit", lambda: app(prog_name="fit"))
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from fit.law import FEATURES
+from strata.errors import UserError
 
 # Secondary summaries of arXiv 2508.18609 (../shared/paper.md): used to pin what data cannot identify, and as
 # prior centres by the Bayesian fit; never as results.
@@ -31,7 +32,7 @@ def paper_exponent(tier: str, name: str) -> float:
     return PAPER_EXPONENTS.get(tier, {}).get(name, PAPER_EXPONENTS["general"][name])
 
 
-class FitError(ValueError):
+class FitError(UserError):
     """Data that cannot support the fit asked for; one line naming what is missing."""
 
 
@@ -102,6 +103,17 @@ def ols_fit(X: np.ndarray, z: np.ndarray, fixed: dict[str, float], columns: Sequ
 
 
 def sample_coefficients(result: OlsResult, draws: int, seed: int = 0) -> np.ndarray:
-    """Draws (draws, 5) from the OLS sampling distribution of the coefficients (fixed ones constant)."""
-    rng = np.random.default_rng(seed)
-    return rng.multivariate_normal(result.coef, result.cov, size=draws, method="eigh")
+    """Draws (draws, 5) from the OLS sampling distribution of the coefficients (fixed ones constant).
+
+    Seeded standard normals times the Cholesky factor of the free coefficients' covariance: the factor is unique
+    (positive diagonal), so the same seed gives the same draws on every CPU up to rounding. numpy's
+    ``multivariate_normal`` goes through an SVD or eigendecomposition instead, whose signs and order the local
+    BLAS picks, so its draws differ entirely between machines.
+    """
+    free = [j for j in range(len(FEATURES)) if result.cov[j, j] > 0]  # fixed or absent: zero rows, constant
+    z = np.random.default_rng(seed).standard_normal((draws, len(free)))
+    out = np.tile(np.asarray(result.coef, float), (draws, 1))
+    if free:
+        chol = np.linalg.cholesky(result.cov[np.ix_(free, free)])
+        out[:, free] += z @ chol.T
+    return out

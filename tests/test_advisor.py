@@ -148,7 +148,9 @@ def test_missing_corrupt_and_old_profiles_exit_2(capsys, tmp_path):
     bad.write_text("{")
     old = tmp_path / "old.json"
     old.write_text(json.dumps({"schema_version": 0, "command": "fit run --preset qwen3"}))
-    for path, msg in ((tmp_path / "none.json", "does not exist"), (bad, "not valid JSON"), (old, "schema version 0")):
+    cases = ((tmp_path / "none.json", "does not exist"), (bad, "not valid JSON"), (old, "schema version 0"),
+             (tmp_path, "is a directory"))  # fmt: skip
+    for path, msg in cases:
         code, _, err = cli(capsys, "recommend", "--model", "qwen3-8b", "--min-ka", "0.5", "--profile", str(path))
         assert code == 2 and msg in err and len(err.strip().splitlines()) == 1
 

@@ -3,6 +3,7 @@
 import json
 
 import pytest
+from close import assert_close
 
 from advisor.schema import PROFILE_SCHEMA_VERSION, ProfileError, load_profile
 from fit.cli import app
@@ -21,7 +22,7 @@ BAYESIAN = {"qwen3": "llama", "llama": "qwen3"}  # shipped NUTS profiles, each f
 
 
 @pytest.mark.parametrize("name", ["qwen3-base"])
-def test_shipped_ols_profile_is_exactly_what_its_command_regenerates(name, tmp_path):
+def test_shipped_ols_profile_is_what_its_command_regenerates(name, tmp_path):
     shipped = json.loads((PROFILES / f"{name}.json").read_text())
     assert shipped["command"] == f"fit run --preset {name} --out profiles/{name}.json"
     out = tmp_path / f"{name}.json"
@@ -29,7 +30,9 @@ def test_shipped_ols_profile_is_exactly_what_its_command_regenerates(name, tmp_p
     assert result.exit_code == 0, result.output
     regenerated = json.loads(out.read_text())
     shipped.pop("strata_version"), regenerated.pop("strata_version")
-    assert regenerated == shipped
+    # Least squares and a Cholesky factor differ in the last digits between CPUs and BLAS kernels; the file rounds
+    # draws and summaries to 6 decimals, where such a difference can flip the last digit by one unit.
+    assert_close(regenerated, shipped, rel=1e-9, abs_=2e-6)
 
 
 @pytest.mark.parametrize("name", sorted(BAYESIAN))

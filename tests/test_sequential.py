@@ -119,7 +119,8 @@ def test_true_sequential_groups_follow_the_block(model, calib):
     flat, _ = quantize_model(model, calib, CONFIGS[:1], true_sequential=False)
     seq, _ = quantize_model(model, calib, CONFIGS[:1])
     name = "model.layers.0.self_attn.q_proj"  # first group: same inputs either way
-    assert torch.equal(flat[0].weights[name], seq[0].weights[name])
+    # the same solve on the same inputs; the bound is far below one grid step, so any changed rounding fails
+    torch.testing.assert_close(flat[0].weights[name], seq[0].weights[name], atol=1e-6, rtol=0)
     assert not torch.equal(
         flat[0].weights["model.layers.0.mlp.down_proj"], seq[0].weights["model.layers.0.mlp.down_proj"]
     )
@@ -148,7 +149,7 @@ def test_gptq_beats_rtn_on_each_layer_output(model, calib):
     r, _ = quantize_model(model, None, configs, method="rtn")
     for name, x in linear_inputs(model, calib).items():
         w = weight_of(model, name).detach()
-        assert torch.equal(r[0].weights[name], rtn(w, configs[:1])[0])
+        torch.testing.assert_close(r[0].weights[name], rtn(w, configs[:1])[0], atol=1e-6, rtol=0)  # << one step
         for c in range(len(configs)):
             err_g = (x @ (g[c].weights[name] - w).T).norm()
             err_r = (x @ (r[c].weights[name] - w).T).norm()

@@ -341,3 +341,34 @@ def test_a_model_that_does_not_load_exits_2_with_one_line(tmp_path: Path) -> Non
     proc = _sweep_cli(path)
     assert proc.returncode == 2, proc.stderr
     assert "model broken: cannot load model" in proc.stderr and proc.stderr.strip().count("\n") == 0
+
+
+# --- a library failing inside a unit: one line naming model, stage and task, exit 1, the store kept --------------
+
+
+@pytest.mark.parametrize(
+    ("arch", "over", "stage"),
+    [
+        # transformers gives a qwen2 checkpoint its own tokenizer class, which reads the world's vocabulary as
+        # unknown tokens: lm-eval then asserts on an empty continuation
+        ("Qwen2Config", {}, "evaluate (task strata_world_"),
+        # mixed sliding and full attention layers are refused by the sequential quantizer
+        ("Gemma2Config", {"head_dim": 16, "sliding_window": 16}, "quantize: ValueError: blocks of several"),
+    ],
+)
+def test_a_unit_failing_in_a_library_is_one_line_and_exit_1(tmp_path: Path, arch: str, over: dict, stage: str) -> None:
+    import transformers
+    from tiny_sweep import random_model
+
+    model = random_model(tmp_path / arch, getattr(transformers, arch), **over)
+    keep = tmp_path / "s.sqlite"
+    with Store.open(keep) as store:
+        store.add([_a_row()])
+    path = _write(tmp_path, _spec_dict(tmp_path, models=[{"model": str(model), "family": arch}], bits=[4]))
+    proc = _sweep_cli(path)
+    assert proc.returncode == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    failed = [line for line in proc.stderr.splitlines() if line.startswith("failed: ")]
+    assert failed and all(f"model {arch}: {stage}" in line for line in failed), proc.stderr
+    with Store.open(keep) as store:
+        assert _a_row().key() in {r.key() for r in store.rows()}

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from collections import Counter
 
+import pytest
+
 from calibrate import tokenizer as wtok
 from calibrate import world as W
 from calibrate.evaluate import read_probe_rows
@@ -109,7 +111,8 @@ def test_a_tiny_training_run_is_deterministic_and_learns() -> None:
     spec = W.WorldSpec(seed=5, people=16, orgs=6, cities=6, countries=3)
     a = train(tiny, seed=5, batch_size=16, world_spec=spec, log_every=4, threads=1)
     b = train(tiny, seed=5, batch_size=16, world_spec=spec, log_every=4, threads=1)
-    assert a.losses == b.losses and len(a.losses) == 3
+    # the same seed reproduces the run; the bound forgives only summation-order rounding (threads, BLAS kernel)
+    assert a.losses == pytest.approx(b.losses, rel=1e-6) and len(a.losses) == 3
     assert a.losses[-1] < a.losses[0]
     c = train(tiny, seed=6, batch_size=16, world_spec=spec, log_every=4, threads=1)
-    assert c.losses != a.losses
+    assert c.losses != pytest.approx(a.losses, rel=1e-3)
