@@ -1,0 +1,93 @@
+"""Handover emitters: GPTQModel config, llm-compressor recipe and the calibrate quantize command."""
+
+import json
+import shlex
+
+import pytest
+import yaml
+
+from advisor.emit import Choice, EmitError, calibrate_args, emit, gptqmodel_config, llmcompressor_recipe_dict
+
+CHOICE = Choice("Qwen/Qwen3-8B", bits=4, group_size=128, calib_samples=256, sym=False, act_order=True, damp=0.05)
+
+
+def _quantize_params(args):
+    typer = pytest.importorskip("typer")
+    from calibrate.cli import app
+
+    group = typer.main.get_command(app)
+    cmd = group.commands["quantize"]  # type: ignore[attr-defined]
+    return cmd.make_context("quantize", list(args[1:])).params
+
+
+def test_command_parses_with_calibrates_own_cli():
+    args = calibrate_args(CHOICE, out="ckpt")
+    params = _quantize_params(args)
+    assert params["model"] == "Qwen/Qwen3-8B" and params["bits"] == 4 and params["group_size"] == 128
+    assert params["calib_samples"] == 256 and params["out"] == "ckpt"
+    assert params["sym"] is False and params["act_order"] is True and params["damp"] == pytest.approx(0.05)
+    text = emit("command", CHOICE, out="ckpt")
+    assert shlex.split(text) == ["calibrate", *args]
+
+
+def test_defaults_give_a_minimal_command():
+    c = Choice("meta-llama/Llama-3.1-8B", bits=3.0, group_size=-1, calib_samples=128)
+    args = calibrate_args(c)
+    assert "--asym" not in args and "--act-order" not in args and "--damp" not in args
+    params = _quantize_params(args)
+    assert params["bits"] == 3 and params["group_size"] == -1 and params["sym"] is True
+    assert params["out"] == "Llama-3.1-8B-gptq-w3g-1"
+
+
+def test_gptqmodel_config_json():
+    cfg = json.loads(emit("gptqmodel", CHOICE))
+    assert cfg == gptqmodel_config(CHOICE)
+    assert cfg["bits"] == 4 and cfg["group_size"] == 128 and cfg["desc_act"] is True and cfg["sym"] is False
+    assert cfg["damp_percent"] == pytest.approx(0.05)
+
+
+def test_gptqmodel_loads_the_config():
+    gptqmodel = pytest.importorskip("gptqmodel")
+    q = gptqmodel.QuantizeConfig(**gptqmodel_config(CHOICE))
+    assert q.bits == 4 and q.group_size == 128 and q.desc_act is True and q.sym is False
+
+
+def test_llmcompressor_recipe_structure():
+    text = emit("llmcompressor", CHOICE)
+    assert "num_calibration_samples=256" in text
+    doc = yaml.safe_load(text)
+    assert doc == llmcompressor_recipe_dict(CHOICE)
+    mod = doc["quant_stage"]["quant_modifiers"]["GPTQModifier"]
+    assert mod["ignore"] == ["lm_head"] and mod["dampening_frac"] == pytest.approx(0.05)
+    w = mod["config_groups"]["group_0"]["weights"]
+    assert w == {"num_bits": 4, "type": "int", "symmetric": False, "strategy": "group", "group_size": 128,
+                 "actorder": "group"}  # fmt: skip
+    per_channel = llmcompressor_recipe_dict(Choice("m", 8, -1, 64))
+    w = per_channel["quant_stage"]["quant_modifiers"]["GPTQModifier"]["config_groups"]["group_0"]["weights"]
+    assert w["strategy"] == "channel" and "group_size" not in w and "actorder" not in w
+
+
+def test_llmcompressor_loads_the_recipe(tmp_path):
+    pytest.importorskip("llmcompressor")
+    from llmcompressor.recipe import Recipe
+
+    path = tmp_path / "recipe.yaml"
+    path.write_text(emit("llmcompressor", CHOICE))
+    recipe = Recipe.create_instance(str(path))
+    assert recipe is not None
+
+
+@pytest.mark.parametrize(
+    "kw, match",
+    [({"bits": 5}, "--bits 5"), ({"bits": 2.5}, "--bits 2.5"), ({"group_size": 0}, "--group-size 0"),
+     ({"calib_samples": 0}, "calibration samples"), ({"damp": 0}, "damping")],
+)  # fmt: skip
+def test_bad_choices_are_one_line(kw, match):
+    args = {"model": "m", "bits": 4, "group_size": 128, "calib_samples": 128, **kw}
+    with pytest.raises(EmitError, match=match):
+        Choice(**args)
+
+
+def test_unknown_format():
+    with pytest.raises(EmitError, match="unknown --emit 'awq'; use one of gptqmodel, llmcompressor, command"):
+        emit("awq", CHOICE)
