@@ -13,7 +13,8 @@ from pathlib import Path
 
 from advisor import catalog, core
 from advisor.catalog import ModelInfo
-from advisor.schema import Prediction, Profile, ProfileError, Recommendation, load_profile
+from advisor.schema import Prediction, Recommendation
+from strata.profile import Profile, ProfileError, load_profile
 
 
 def shipped_profiles() -> dict[str, Path]:

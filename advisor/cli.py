@@ -123,7 +123,7 @@ def run(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from advisor import api, core
     from advisor.catalog import CatalogError
-    from advisor.schema import ProfileError
+    from strata.profile import ProfileError
 
     try:
         if args.command == "models":

@@ -20,21 +20,19 @@ import numpy as np
 from advisor.catalog import ModelInfo
 from advisor.memory import GB, quantized_bytes, unquantized_bytes
 from advisor.schema import (
-    COEF_NAMES,
     Candidate,
     Interval,
-    LawFit,
     ModelAnswer,
     Prediction,
-    Profile,
     ProfileRef,
     QuantConfig,
     Recommendation,
     TaskAnswer,
     TierAnswer,
 )
-from fit.law import LawCoef, denormalize, effective_group_size, log_neg_log_acc
 from strata.errors import UserError
+from strata.law import denormalize, effective_group_size
+from strata.profile import LawFit, Profile, law_draws
 
 DEFAULT_BITS = (2, 3, 4, 8)
 DEFAULT_GROUPS = (32, 64, 128, 256, -1)
@@ -52,28 +50,6 @@ class Query:
     model: ModelInfo
     profile: Profile
     profile_path: str
-
-
-def _coef(law: LawFit) -> tuple[LawCoef, int]:
-    """The law's coefficients as arrays of shape (S, 1): its draws, or its point estimate (S = 1)."""
-    if law.draws:
-        return LawCoef(*(np.asarray(law.draws[k], float)[:, None] for k in COEF_NAMES)), len(law.draws["ln_a"])
-    c = law.coef
-    return LawCoef(*(np.array([[getattr(c, k)]]) for k in COEF_NAMES)), 1
-
-
-def law_draws(law: LawFit, params: float, bits: np.ndarray, group: np.ndarray, calib: np.ndarray) -> np.ndarray:
-    """Predicted chance-adjusted accuracy, shape (S, M): S draws (1 without draws) by M configurations.
-
-    With an 'omega' draw (Bayesian profiles), each draw also carries one model-level deviation from the law,
-    shared by all configurations: the predictive distribution for this model, not only the law's mean.
-    """
-    coef, _ = _coef(law)
-    z = np.asarray(log_neg_log_acc(coef, params, bits[None, :], group[None, :], calib[None, :]))
-    if law.draws and "omega" in law.draws:
-        omega = np.asarray(law.draws["omega"], float)[:, None]
-        z = z + omega * np.random.default_rng(0).standard_normal(omega.shape)  # seeded: answers are reproducible
-    return np.exp(-np.exp(z))
 
 
 def _interval(samples: np.ndarray) -> Interval:
@@ -155,7 +131,7 @@ def predict(
     b, c = np.array([bits], float), np.array([calib], float)
     g = np.asarray(effective_group_size(np.array([group], float), m.arch.hidden_size))
     laws = p.unquantized if bits == 16 else p.tiers
-    tiers = {t: _interval(law_draws(law, m.params, b, g, c)[:, 0]) for t, law in laws.items()}
+    tiers = {t: _interval(law_draws(law, m.params, b, g, c, model=m.name, tier=t)[:, 0]) for t, law in laws.items()}
     unknown = [t for t in tasks if t not in p.tasks]
     if unknown:
         raise AdviceError(f"profile {p.name} has no law for task {unknown[0]}; it knows {', '.join(p.tasks)}")
@@ -163,7 +139,8 @@ def predict(
     if bits != 16:
         for name in tasks or list(p.tasks):
             law = p.tasks[name]
-            raw = denormalize(law_draws(law, m.params, b, g, c)[:, 0], law.chance)
+            adj = law_draws(law, m.params, b, g, c, model=m.name, tier=law.tier)[:, 0]
+            raw = denormalize(adj, law.chance)
             answers[name] = TaskAnswer(**_interval(np.asarray(raw)).model_dump(), tier=law.tier, chance=law.chance)
     mem = quantized_bytes(m.arch, bits, group).total if bits != 16 else unquantized_bytes(m.arch)
     return Prediction(
@@ -215,7 +192,8 @@ def recommend(
     if scale == RELATIVE:
         one = np.array([1.0])
         for t in targets:
-            ref = law_draws(_tier_law(p, t, unquantized=True), m.params, one * 16, one, one * 2).mean()
+            unq = _tier_law(p, t, unquantized=True)
+            ref = law_draws(unq, m.params, one * 16, one, one * 2, model=m.name, tier=t).mean()
             abs_targets[t] = targets[t] * float(ref)
 
     grid = list(itertools.product(usable_bits, group_grid, calib_grid))
@@ -234,7 +212,7 @@ def recommend(
                 f"needs {memory.min():.2f} GB of weights"
             )
 
-    draws = {t: law_draws(_tier_law(p, t), m.params, bits, g_eff, calib) for t in abs_targets}
+    draws = {t: law_draws(_tier_law(p, t), m.params, bits, g_eff, calib, model=m.name, tier=t) for t in abs_targets}
     meets = {t: d >= abs_targets[t] for t, d in draws.items()}  # (S, M)
     prob_all = np.mean(np.logical_and.reduce(list(meets.values())), axis=0)
     means = {t: d.mean(axis=0) for t, d in draws.items()}

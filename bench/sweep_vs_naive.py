@@ -64,9 +64,7 @@ sys.path.insert(0, str(ROOT))
 from calibrate.spec import parse_spec  # noqa: E402
 from calibrate.store import Store  # noqa: E402
 from calibrate.sweep import run_sweep  # noqa: E402
-from fit.law import normalize  # noqa: E402
-
-TIERS = ("KM", "KA", "KR")
+from strata.law import TIERS, normalize  # noqa: E402
 
 
 class PeakRSS:

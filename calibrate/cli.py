@@ -35,7 +35,7 @@ def import_published(
 
     from calibrate.published import PublishedDataError, published_csvs, read_published_csv
     from calibrate.store import Store, StoreError
-    from calibrate.tiermap import TierMapError, load_tier_map
+    from strata.tiermap import TierMapError, load_tier_map
 
     shipped = Path(__file__).parent / "data" / "published"
     try:
@@ -80,7 +80,7 @@ def evaluate(
         raise _fail(f"--dtype must be float32, bfloat16 or float16, got {dtype}")
 
     from calibrate.evaluate import EvaluateError, EvaluationFailed, Evaluator
-    from calibrate.tiermap import TierMapError
+    from strata.tiermap import TierMapError
 
     task_list = [t for t in tasks.split(",") if t.strip()] if tasks else None
     try:
@@ -157,9 +157,10 @@ def sweep(
     from calibrate.calibdata import CalibrationError
     from calibrate.evaluate import EvaluateError
     from calibrate.spec import SpecError, load_spec
-    from calibrate.store import ResultRow, StoreError
+    from calibrate.store import StoreError
     from calibrate.sweep import LocalExecutor, SweepError, SweepSummary, run_sweep, status
-    from calibrate.tiermap import TierMapError
+    from strata.rows import ResultRow
+    from strata.tiermap import TierMapError
 
     console = Console(stderr=True)
     needs = {"local": None, "ray": "ray", "slurm": "submitit"}
@@ -274,7 +275,7 @@ def status_cmd(
     from calibrate.spec import SpecError, load_spec
     from calibrate.store import Store, StoreError
     from calibrate.sweep import status, store_summary
-    from calibrate.tiermap import TierMapError
+    from strata.tiermap import TierMapError
 
     is_spec = Path(path).suffix in (".yaml", ".yml")
     try:

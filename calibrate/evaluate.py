@@ -16,7 +16,7 @@ Choices made here, and why:
   names one. Local JSONL probes are read by ``load_probe_dataset`` (named in the task YAML), which resolves the file
   against the task folder and validates every row.
 - Tier means are on the law's chance-adjusted scale: the items-weighted mean over the tier's tasks of
-  ``fit.law.normalize(acc, chance)``; task means stay raw accuracy in [0, 1]. The JSON has ``advisor predict``'s
+  ``strata.law.normalize(acc, chance)``; task means stay raw accuracy in [0, 1]. The JSON has ``advisor predict``'s
   shape: ``tasks.<task>.{mean, n, correct, stderr}``, ``tiers.<tier>.{mean, lo, hi, n, stderr}``.
 """
 
@@ -32,9 +32,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from calibrate.tiermap import DEFAULT_TIER_MAP, TIERS, TierMap, load_tier_map
-from fit.law import normalize
 from strata.errors import StrataError, UserError, first_line
+from strata.law import TIERS, normalize
+from strata.tiermap import DEFAULT_TIER_MAP, TierMap, load_tier_map
 
 LOCAL_TIER_MAP = "tier_map.yaml"  # a checkpoint directory carrying this file is evaluated on its own tasks
 

@@ -25,9 +25,9 @@ from pathlib import Path
 from typing import Any
 
 from calibrate.spec import SweepSpec
-from calibrate.store import ResultRow
 from calibrate.sweep import Progress, SweepError, Unit, UnitFailure, UnitsFailed, Worker
 from strata.errors import first_line
+from strata.rows import ResultRow
 
 INSTALL_HINT = 'pip install "strata[cluster]"'
 # Passed on to remote workers when set on the driver (offline Hub, caches, quiet progress bars).

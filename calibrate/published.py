@@ -21,9 +21,9 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO
 
-from calibrate.store import ResultRow
-from calibrate.tiermap import TierMap
 from strata.errors import UserError
+from strata.rows import ResultRow
+from strata.tiermap import TierMap
 
 REQUIRED = (
     "source", "table", "model_family", "model", "params_b", "params_nonembed_b", "model_stage", "method", "bits",

@@ -30,8 +30,9 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from calibrate.spec import ModelSpec, SweepSpec
-from calibrate.store import ResultRow, Store
+from calibrate.store import Store
 from strata.errors import StrataError, UserError, first_line
+from strata.rows import ResultRow
 
 SOURCE = "strata-sweep"
 Progress = Callable[[str], None]
@@ -178,7 +179,7 @@ def pending(units: Iterable[Unit], done: dict[tuple[Any, ...], int], n_tasks: Ca
 def task_count(spec: SweepSpec, model: ModelSpec) -> int:
     """How many tasks each configuration of ``model`` stores (the tier map, or the spec's task subset)."""
     from calibrate.evaluate import choose_tier_map, resolve_model
-    from calibrate.tiermap import load_tier_map
+    from strata.tiermap import load_tier_map
 
     ref, is_local = resolve_model(model.model)
     tmap = load_tier_map(choose_tier_map(ref, is_local, spec.evaluation.tier_map))

@@ -69,8 +69,8 @@ from typing import Any, Literal
 
 import numpy as np
 
-from calibrate.tiermap import TIERS
-from fit import law
+from strata import law
+from strata.law import TIERS
 
 LawForm = Literal["four_factor", "baseline"]
 Likelihood = Literal["beta_binomial", "binomial"]

@@ -15,12 +15,12 @@ from typing import Literal
 
 import numpy as np
 
-from advisor.schema import Coef, FitDiagnostics, LawFit, Profile, TaskLaw
 from fit.bayes import FitData
 from fit.infer import Posterior, Thresholds
-from fit.law import FEATURES, LawCoef, design, four_factor, linearize
 from fit.ols import FitError
-from fit.profiles import TIERS, FitSpec, Obs, Rows, _fit, assemble, ols_task_law, task_obs, tier_obs
+from fit.profiles import FitSpec, Obs, Rows, _fit, assemble, ols_task_law, task_obs, tier_obs
+from strata.law import COEF_NAMES, TIERS, LawCoef, design, four_factor, linearize
+from strata.profile import Coef, FitDiagnostics, LawFit, Profile, TaskLaw
 
 PROFILE_DRAWS = 200
 
@@ -99,8 +99,8 @@ def _thin(a: np.ndarray, k: int = PROFILE_DRAWS) -> np.ndarray:
 
 def _law_fit(coef: LawCoef, omega: np.ndarray | None, obs: Obs) -> LawFit:
     """Posterior draws of one law as a LawFit, with OLS-comparable metrics of its posterior-mean law."""
-    arrays = {k: np.asarray(v, float) for k, v in zip(FEATURES, coef.as_tuple(), strict=True)}
-    point = LawCoef(*(float(arrays[k].mean()) for k in FEATURES))
+    arrays = {k: np.asarray(v, float) for k, v in zip(COEF_NAMES, coef.as_tuple(), strict=True)}
+    point = LawCoef(*(float(arrays[k].mean()) for k in COEF_NAMES))
     draws = {k: [round(float(x), 6) for x in _thin(v)] for k, v in arrays.items()}
     if omega is not None:
         draws["omega"] = [round(float(x), 6) for x in _thin(np.asarray(omega, float))]
@@ -112,13 +112,13 @@ def _law_fit(coef: LawCoef, omega: np.ndarray | None, obs: Obs) -> LawFit:
         ss_res, ss_tot = float(((z - zhat) ** 2).sum()), float(((z - z.mean()) ** 2).sum())
         if ss_tot > 0:
             r2 = 1 - ss_res / ss_tot
-            dof = len(obs) - len(FEATURES)
+            dof = len(obs) - len(COEF_NAMES)
             adj = 1 - (1 - r2) * (len(obs) - 1) / dof if dof > 0 else None
         pred = four_factor(point, obs.params, obs.bits, obs.group, obs.calib)
         mae = float(np.mean(np.abs(pred - obs.y_adj)))
         clipped = int(mask.sum())
     return LawFit(
-        coef=Coef(**{k: float(getattr(point, k)) for k in FEATURES}),
+        coef=Coef(**{k: float(getattr(point, k)) for k in COEF_NAMES}),
         se={k: round(float(v.std()), 6) for k, v in arrays.items()},
         draws=draws,
         n_rows=len(obs),
@@ -159,10 +159,10 @@ def bayes_profile(
             continue
         ti = post.tier_names.index(t)
         tiers[t] = _law_fit(family_tier_law(post, family, quant, t), None if omega is None else omega[:, ti], obs)
-        baseline[t] = _fit(obs, t, FEATURES[:3], draws=False)
+        baseline[t] = _fit(obs, t, COEF_NAMES[:3], draws=False)
         ref_obs = tier_obs(ref, t)
         if len(ref_obs) >= 3 and np.unique(ref_obs.params).size >= 2:
-            unquantized[t] = _fit(ref_obs, t, FEATURES[:2], draws=True)
+            unquantized[t] = _fit(ref_obs, t, COEF_NAMES[:2], draws=True)
     for k, task in enumerate(post.task_names):
         obs = task_obs(quant, lambda r, task=task: r.task == task)  # type: ignore[misc]
         if len(obs) == 0:
@@ -179,7 +179,7 @@ def bayes_profile(
             tasks[task] = law_or_why
     if not tiers:
         raise FitError(f"the posterior has no tier law for {family}")
-    general = _fit(tier_obs(quant, None), "general", FEATURES, draws=False)
+    general = _fit(tier_obs(quant, None), "general", COEF_NAMES, draws=False)
     laws = {"tiers": tiers, "general": general, "baseline": baseline, "unquantized": unquantized, "tasks": tasks}
     engine: Literal["nuts", "svi"] = "svi" if post.method == "svi" else "nuts"
     extra = {"likelihood": post.likelihood, "diagnostics": diag}

@@ -68,9 +68,9 @@ def run(
     """Fit a profile and write it as JSON."""
     from calibrate.published import PublishedDataError
     from calibrate.store import StoreError
-    from calibrate.tiermap import TierMapError
     from fit.ols import FitError
     from fit.pipeline import BayesOptions, fit_profile
+    from strata.tiermap import TierMapError
 
     try:
         profile = fit_profile(
@@ -161,11 +161,11 @@ def report(
     with_validation: Annotated[bool, typer.Option(help="run `fit validate` and add its table")] = True,
 ) -> None:
     """Write the paper's figures with 90% bands, and a markdown summary."""
-    from advisor.schema import ProfileError, load_profile
     from fit.ols import FitError
     from fit.pipeline import gather, spec_for
     from fit.report import write_report
     from fit.validate import METHODS, evaluate, largest_model_split, markdown_table
+    from strata.profile import ProfileError, load_profile
 
     try:
         from profiles import DIR

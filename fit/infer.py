@@ -23,7 +23,6 @@ from typing import Any
 
 import numpy as np
 
-from fit import law
 from fit.bayes import (
     DEFAULT_PRIORS,
     Design,
@@ -33,6 +32,7 @@ from fit.bayes import (
     ln_a_from_centred,
     stratified_law,
 )
+from strata import law
 
 
 def _use_host_cores() -> None:
@@ -62,7 +62,6 @@ def _use_compilation_cache() -> None:
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 
 
-LAW_FIELDS: tuple[str, ...] = law.FEATURES  # ln_a, alpha, beta, gamma, delta
 DETERMINISTIC_SITES: tuple[str, ...] = ("mu", "theta_tier", "theta_task")
 OBSERVED_SITES: tuple[str, ...] = ("correct",)
 
@@ -170,13 +169,13 @@ class Posterior:
             if tier is None:
                 raise ValueError("a task law needs a family; the population law is per tier")
             t = _index(self.tier_names, tier, "tier")
-            return law.LawCoef(*(self.population[f][:, t] for f in LAW_FIELDS))
+            return law.LawCoef(*(self.population[f][:, t] for f in law.COEF_NAMES))
         fam = _index(self.family_names, family, "family")
         if tier is not None:
             t = _index(self.tier_names, tier, "tier")
-            return law.LawCoef(*(self.tier[f][:, fam, t] for f in LAW_FIELDS))
+            return law.LawCoef(*(self.tier[f][:, fam, t] for f in law.COEF_NAMES))
         k = _index(self.task_names, task or "", "task")
-        return law.LawCoef(*(self.task[f][:, fam, k] for f in LAW_FIELDS))
+        return law.LawCoef(*(self.task[f][:, fam, k] for f in law.COEF_NAMES))
 
     def new_family(self, tier: str, *, seed: int = 0) -> law.LawCoef:
         """Draws (S,) of tier's law for a family the fit has not seen: the population law plus one family
@@ -193,7 +192,7 @@ class Posterior:
         dev = tau * rng.standard_normal((s, d))  # centred scale: c, alpha, beta, ...
         slopes = dev[:, 1:]
         ln_a = pop["ln_a"][:, t] + ln_a_from_centred(dev[:, 0], slopes, self.centre)
-        rest = [pop[f][:, t] + (slopes[:, j] if j < d - 1 else 0.0) for j, f in enumerate(LAW_FIELDS[1:])]
+        rest = [pop[f][:, t] + (slopes[:, j] if j < d - 1 else 0.0) for j, f in enumerate(law.COEF_NAMES[1:])]
         return law.LawCoef(ln_a, *rest)
 
     def interval(self, group: str, level: float = 0.9) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
@@ -226,7 +225,7 @@ def _to_law_scale(theta: np.ndarray, centre: np.ndarray) -> dict[str, np.ndarray
     """Centred coefficient draws (..., d) -> law-scale dict; gamma, delta zero when not sampled."""
     slopes = theta[..., 1:]
     out = {"ln_a": ln_a_from_centred(theta[..., 0], slopes, centre)}
-    for j, f in enumerate(LAW_FIELDS[1:]):
+    for j, f in enumerate(law.COEF_NAMES[1:]):
         out[f] = slopes[..., j] if j < slopes.shape[-1] else np.zeros_like(theta[..., 0])
     return out
 
@@ -284,7 +283,7 @@ def _groups(chains: dict[str, np.ndarray], design: Design, law_form: str) -> dic
     d = len(law_coefs(law_form))
     out = {}
     for group, scaled in _law_scale_groups(chains, design).items():
-        out[group] = np.stack([scaled[f] for f in LAW_FIELDS[:d]], axis=-1)
+        out[group] = np.stack([scaled[f] for f in law.COEF_NAMES[:d]], axis=-1)
     out["scales"] = np.concatenate(
         [chains[s].reshape((*chains[s].shape[:2], -1)) for s in ("tau", "sigma", "omega", "log_phi") if s in chains],
         axis=-1,

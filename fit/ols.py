@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from fit.law import FEATURES
 from strata.errors import UserError
+from strata.law import COEF_NAMES
 
 # Secondary summaries of arXiv 2508.18609 (../shared/paper.md): used to pin what data cannot identify, and as
 # prior centres by the Bayesian fit; never as results.
@@ -38,7 +38,7 @@ class FitError(UserError):
 
 @dataclass
 class OlsResult:
-    coef: np.ndarray  # (5,) in FEATURES order; fixed entries hold their pinned value
+    coef: np.ndarray  # (5,) in COEF_NAMES order; fixed entries hold their pinned value
     cov: np.ndarray  # (5, 5) sampling covariance; zero rows/columns for fixed entries
     fixed: dict[str, float]
     n: int
@@ -58,10 +58,10 @@ class OlsResult:
 
     @property
     def se(self) -> dict[str, float]:
-        return {k: float(np.sqrt(self.cov[i, i])) for i, k in enumerate(FEATURES) if k not in self.fixed}
+        return {k: float(np.sqrt(self.cov[i, i])) for i, k in enumerate(COEF_NAMES) if k not in self.fixed}
 
 
-def identifiable(X: np.ndarray, model_ids: Sequence[str], columns: Sequence[str] = FEATURES) -> list[str]:
+def identifiable(X: np.ndarray, model_ids: Sequence[str], columns: Sequence[str] = COEF_NAMES) -> list[str]:
     """Names of the exponents (design columns 1..) that the data can identify, by the rule in the module doc."""
     ids = np.asarray(model_ids)
     out = []
@@ -78,7 +78,7 @@ def identifiable(X: np.ndarray, model_ids: Sequence[str], columns: Sequence[str]
     return out
 
 
-def ols_fit(X: np.ndarray, z: np.ndarray, fixed: dict[str, float], columns: Sequence[str] = FEATURES) -> OlsResult:
+def ols_fit(X: np.ndarray, z: np.ndarray, fixed: dict[str, float], columns: Sequence[str] = COEF_NAMES) -> OlsResult:
     """Least squares of z on the design X (columns named by ``columns``), holding ``fixed`` columns at given values."""
     X, z = np.asarray(X, float), np.asarray(z, float)
     free = [j for j, c in enumerate(columns) if c not in fixed]
@@ -110,7 +110,7 @@ def sample_coefficients(result: OlsResult, draws: int, seed: int = 0) -> np.ndar
     ``multivariate_normal`` goes through an SVD or eigendecomposition instead, whose signs and order the local
     BLAS picks, so its draws differ entirely between machines.
     """
-    free = [j for j in range(len(FEATURES)) if result.cov[j, j] > 0]  # fixed or absent: zero rows, constant
+    free = [j for j in range(len(COEF_NAMES)) if result.cov[j, j] > 0]  # fixed or absent: zero rows, constant
     z = np.random.default_rng(seed).standard_normal((draws, len(free)))
     out = np.tile(np.asarray(result.coef, float), (draws, 1))
     if free:

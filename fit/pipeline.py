@@ -6,13 +6,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from advisor import catalog
-from advisor.schema import Profile
 from calibrate.published import published_csvs, read_published_csv
-from calibrate.store import ResultRow, Store
-from calibrate.tiermap import load_tier_map
+from calibrate.store import Store
 from fit.ols import FitError
 from fit.presets import PRESETS
 from fit.profiles import FitSpec, Rows, build_profile, select
+from strata.profile import Profile
+from strata.rows import ResultRow
+from strata.tiermap import load_tier_map
 
 ENGINES = ("ols", "nuts", "svi")
 SHIPPED_PUBLISHED = Path(__file__).resolve().parent.parent / "calibrate" / "data" / "published"

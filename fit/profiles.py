@@ -16,12 +16,11 @@ from typing import Any, Literal
 
 import numpy as np
 
-from advisor.schema import PROFILE_SCHEMA_VERSION, Coef, DataSummary, LawFit, Profile, TaskLaw
-from calibrate.store import ResultRow
-from fit.law import FEATURES, LawCoef, design, effective_group_size, four_factor, linearize, normalize
 from fit.ols import FitError, OlsResult, identifiable, ols_fit, paper_exponent, sample_coefficients
+from strata.law import COEF_NAMES, TIERS, LawCoef, design, effective_group_size, four_factor, linearize, normalize
+from strata.profile import PROFILE_SCHEMA_VERSION, Coef, DataSummary, LawFit, Profile, TaskLaw
+from strata.rows import ResultRow
 
-TIERS = ("KM", "KA", "KR")
 BITS_SUPPORTED = (3.0, 8.0)  # the paper's fitting domain: 2 bits excluded (collapse), 16 is the unquantized law
 OLS_DRAWS = 200
 
@@ -153,11 +152,11 @@ def _exclusion(r: ResultRow, spec: FitSpec, quantized: bool) -> str | None:
 
 
 def _law_fit(res: OlsResult, y_adj: np.ndarray, pred: np.ndarray, n_clipped: int, draws: bool) -> LawFit:
-    coef = dict(zip(FEATURES, (float(v) for v in res.coef), strict=True))
+    coef = dict(zip(COEF_NAMES, (float(v) for v in res.coef), strict=True))
     d = None
     if draws:
         s = sample_coefficients(res, OLS_DRAWS)
-        d = {k: [round(float(v), 6) for v in s[:, i]] for i, k in enumerate(FEATURES)}
+        d = {k: [round(float(v), 6) for v in s[:, i]] for i, k in enumerate(COEF_NAMES)}
     return LawFit(
         coef=Coef(**coef),
         fixed=res.fixed,
@@ -173,10 +172,10 @@ def _law_fit(res: OlsResult, y_adj: np.ndarray, pred: np.ndarray, n_clipped: int
 
 def fit_four_factor(obs: Obs, tier: str, *, draws: bool = True) -> LawFit:
     """The four-factor law by OLS; exponents the data cannot identify are pinned to the paper's values."""
-    return _fit(obs, tier, FEATURES, draws=draws)
+    return _fit(obs, tier, COEF_NAMES, draws=draws)
 
 
-def ols_law(obs: Obs, tier: str, columns: tuple[str, ...] = FEATURES) -> OlsResult:
+def ols_law(obs: Obs, tier: str, columns: tuple[str, ...] = COEF_NAMES) -> OlsResult:
     """OLS of a law with the first ``len(columns)`` factors, embedded in the full five-coefficient law."""
     k = len(columns)
     X = design(obs.params, obs.bits, obs.group, obs.calib)[:, :k]
@@ -184,9 +183,9 @@ def ols_law(obs: Obs, tier: str, columns: tuple[str, ...] = FEATURES) -> OlsResu
     free = identifiable(X, obs.model, columns)
     fixed = {c: paper_exponent(tier, c) for c in columns[1:] if c not in free}
     res = ols_fit(X, z, fixed, columns)
-    if k < len(FEATURES):  # embed in the full law: absent factors have exponent 0
-        res.coef = np.concatenate([res.coef, np.zeros(len(FEATURES) - k)])
-        res.cov = np.pad(res.cov, (0, len(FEATURES) - k))
+    if k < len(COEF_NAMES):  # embed in the full law: absent factors have exponent 0
+        res.coef = np.concatenate([res.coef, np.zeros(len(COEF_NAMES) - k)])
+        res.cov = np.pad(res.cov, (0, len(COEF_NAMES) - k))
     return res
 
 
@@ -225,10 +224,10 @@ def build_profile(quant: Rows, ref: Rows, spec: FitSpec, command: str) -> Profil
                 "cost accuracy (fewer bits), or leave the tier's tasks out"
             )
         tiers[t] = fit_four_factor(obs, t)
-        baseline[t] = _fit(obs, t, FEATURES[:3], draws=False)
+        baseline[t] = _fit(obs, t, COEF_NAMES[:3], draws=False)
         ref_obs = tier_obs(ref, t)
         if len(ref_obs) >= 3 and np.unique(ref_obs.params).size >= 2 and _varies(ref_obs):
-            unquantized[t] = _fit(ref_obs, t, FEATURES[:2], draws=True)  # else: no 16-bit law, the advisor says so
+            unquantized[t] = _fit(ref_obs, t, COEF_NAMES[:2], draws=True)  # else: no 16-bit law, the advisor says so
     general = fit_four_factor(tier_obs(quant, None), "general", draws=False)
     for task in sorted({r.task for r in quant.rows}):
         law_or_why = ols_task_law(quant, task, spec)

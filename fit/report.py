@@ -11,25 +11,20 @@ from pathlib import Path
 
 import numpy as np
 
-from advisor.schema import COEF_NAMES, LawFit, Profile
-from fit.law import LawCoef, four_factor
-from fit.profiles import TIERS, Obs, Rows, tier_obs
+from fit.profiles import Obs, Rows, tier_obs
+from strata.law import COEF_NAMES, TIERS, LawCoef, four_factor
+from strata.profile import LawFit, Profile, law_draws
 
 COLORS = {"KM": "tab:blue", "KA": "tab:green", "KR": "tab:red"}
 
 
-def _coef(law: LawFit) -> LawCoef:
-    """Draws as (S, 1) arrays, or the point estimate."""
-    if law.draws:
-        return LawCoef(*(np.asarray(law.draws[k])[:, None] for k in COEF_NAMES))
-    return LawCoef(*(np.array([[getattr(law.coef, k)]]) for k in COEF_NAMES))
-
-
 def band(law: LawFit, n: object, b: object, g: object, c: object) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Mean and 90% band of the law over a 1-D sweep of one factor (others broadcast)."""
-    d = np.asarray(four_factor(_coef(law), n, b, g, c))
-    if d.ndim == 1:
-        d = d[None, :]
+    """Mean and 90% credible band of the law itself over a 1-D sweep of one factor (others broadcast).
+
+    The band of the law, not of a model's accuracy: no model deviation (omega) is added, because the points drawn
+    beside it are the fitted models, whose own deviations the fit has estimated. ``advisor predict`` adds it.
+    """
+    d = np.atleast_2d(law_draws(law, n, b, g, c))
     return d.mean(0), np.quantile(d, 0.05, axis=0), np.quantile(d, 0.95, axis=0)
 
 

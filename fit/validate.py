@@ -18,8 +18,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fit.law import FEATURES, design
-from fit.profiles import TIERS, Obs, Rows, ols_law, tier_obs
+from fit.profiles import Obs, Rows, ols_law, tier_obs
+from strata.law import COEF_NAMES, TIERS, design
 
 LEVEL = 0.9
 
@@ -87,7 +87,7 @@ def bayes_scorer(engine: str = "nuts", seed: int = 0, **inference: int) -> Score
     """
     from fit.bayes_profile import family_tier_law, fit_data
     from fit.infer import Posterior, run_nuts, run_svi
-    from fit.law import LawCoef, log_neg_log_acc
+    from strata.law import LawCoef, log_neg_log_acc
 
     fits: dict[str, Posterior] = {}
 
@@ -116,7 +116,7 @@ def bayes_scorer(engine: str = "nuts", seed: int = 0, **inference: int) -> Score
     return score
 
 
-METHODS: dict[str, Scorer] = {"OLS (paper)": ols_scorer(FEATURES), "OLS (N, B) baseline": ols_scorer(FEATURES[:3])}
+METHODS: dict[str, Scorer] = {"OLS (paper)": ols_scorer(COEF_NAMES), "OLS (N, B) baseline": ols_scorer(COEF_NAMES[:3])}
 
 
 def evaluate(split: Split, methods: dict[str, Scorer]) -> list[Score]:

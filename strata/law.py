@@ -30,8 +30,9 @@ from typing import Any
 
 import numpy as np
 
-PER_CHANNEL = -1
-FEATURES = ("ln_a", "alpha", "beta", "gamma", "delta")  # order of the linearized design's columns
+PER_CHANNEL = -1  # the group size that means one group per output row (per-channel quantization)
+TIERS: tuple[str, ...] = ("KM", "KA", "KR")  # knowledge memorization, application, reasoning
+COEF_NAMES = ("ln_a", "alpha", "beta", "gamma", "delta")  # the law's coefficients: the linearized design's columns
 
 
 @dataclass(frozen=True)

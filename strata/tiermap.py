@@ -1,6 +1,6 @@
 """The task -> tier map: which knowledge tier each task measures, its chance level and evaluation-set size.
 
-One editable YAML file (``calibrate/data/tier_map.yaml`` by default) is the single source of tiers, tasks and
+One editable YAML file (``strata/data/tier_map.yaml`` by default) is the single source of tiers, tasks and
 chance levels for the whole project; ``load_tier_map`` validates it and names the offending field on error.
 """
 
@@ -14,7 +14,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from strata.errors import UserError
 
-TIERS: tuple[str, ...] = ("KM", "KA", "KR")
 TIER_NAMES = {"KM": "knowledge memorization", "KA": "knowledge application", "KR": "knowledge reasoning"}
 DEFAULT_TIER_MAP = Path(__file__).parent / "data" / "tier_map.yaml"
 SCHEMA_VERSION = 1

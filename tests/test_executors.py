@@ -19,8 +19,9 @@ from tiny_sweep import XS, tiny_spec
 from typer.testing import CliRunner
 
 from calibrate.spec import SweepSpec, parse_spec
-from calibrate.store import ResultRow, Store
+from calibrate.store import Store
 from calibrate.sweep import LocalExecutor, run_sweep
+from strata.rows import ResultRow
 
 OFFLINE = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TQDM_DISABLE": "1"}
 N_TASKS = 3  # the xs checkpoint's tier map: one task per tier

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from fit.law import (
+from strata.law import (
     LawCoef,
     baseline,
     check_domain,

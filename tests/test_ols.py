@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from fit.law import FEATURES, LawCoef, design, four_factor, linearize
 from fit.ols import FitError, identifiable, ols_fit, paper_exponent
+from strata.law import COEF_NAMES, LawCoef, design, four_factor, linearize
 
 TRUE = LawCoef(ln_a=7.5, alpha=-0.36, beta=-1.07, gamma=-0.03, delta=0.07)
 
@@ -26,8 +26,8 @@ def test_recovers_known_coefficients_from_noisy_law_data():
     assert res.coef[1:] == pytest.approx(TRUE.as_tuple()[1:], abs=0.02)
     assert res.adj_r2 > 0.99
     se = res.se
-    for k, true in zip(FEATURES, TRUE.as_tuple(), strict=True):
-        assert abs(res.coef[FEATURES.index(k)] - true) < 4 * se[k]
+    for k, true in zip(COEF_NAMES, TRUE.as_tuple(), strict=True):
+        assert abs(res.coef[COEF_NAMES.index(k)] - true) < 4 * se[k]
 
 
 def test_adjusted_r2_follows_its_definition():

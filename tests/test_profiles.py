@@ -5,11 +5,11 @@ import json
 import pytest
 from close import assert_close
 
-from advisor.schema import PROFILE_SCHEMA_VERSION, ProfileError, load_profile
 from fit.cli import app
 from fit.ols import FitError
 from fit.pipeline import fit_profile
 from profiles import DIR as PROFILES
+from strata.profile import PROFILE_SCHEMA_VERSION, ProfileError, load_profile
 
 
 def _run(args):
@@ -106,8 +106,8 @@ def _fit(**kw):
 def test_fit_refuses_data_with_one_model_size(tmp_path):
     from calibrate.published import published_csvs, read_published_csv
     from calibrate.store import Store
-    from calibrate.tiermap import load_tier_map
     from fit.pipeline import SHIPPED_PUBLISHED
+    from strata.tiermap import load_tier_map
 
     store = tmp_path / "one.sqlite"
     with Store.open(store) as db:

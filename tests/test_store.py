@@ -5,9 +5,10 @@ import sqlite3
 import pytest
 
 from calibrate.published import PublishedDataError, published_csvs, read_published_csv
-from calibrate.store import SCHEMA_VERSION, ResultRow, Store, StoreError
-from calibrate.tiermap import TierMapError, load_tier_map
+from calibrate.store import SCHEMA_VERSION, Store, StoreError
 from fit.pipeline import SHIPPED_PUBLISHED
+from strata.rows import ResultRow
+from strata.tiermap import TierMapError, load_tier_map
 
 
 def row(**kw):

@@ -245,8 +245,8 @@ def test_an_exported_sweep_reads_back_as_the_rows_it_came_from(tmp_path: Path) -
     import io
 
     from calibrate.published import read_published_csv, write_csv
-    from calibrate.store import ResultRow
-    from calibrate.tiermap import load_tier_map
+    from strata.rows import ResultRow
+    from strata.tiermap import load_tier_map
 
     row = ResultRow(
         source="strata-sweep", source_table="gptq:asym|eval:all", model="m", family="f", params_b=1.1e-4,
@@ -300,7 +300,7 @@ def test_a_store_of_another_schema_version_is_refused_untouched(tmp_path: Path) 
 
 
 def _a_row():  # type: ignore[no-untyped-def]
-    from calibrate.store import ResultRow
+    from strata.rows import ResultRow
 
     return ResultRow(
         source="x", model="m", family="f", params_b=1.0, method="GPTQ", bits=4, task="t", metric="acc", value=50.0
@@ -308,7 +308,7 @@ def _a_row():  # type: ignore[no-untyped-def]
 
 
 def test_fitting_a_sweep_where_nothing_costs_accuracy_is_refused_not_written(tmp_path: Path) -> None:
-    from calibrate.store import ResultRow
+    from strata.rows import ResultRow
 
     def row(model: str, params: float, method: str, bits: float, g: int | None, cb: int | None) -> ResultRow:
         return ResultRow(

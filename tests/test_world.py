@@ -10,7 +10,7 @@ import pytest
 from calibrate import tokenizer as wtok
 from calibrate import world as W
 from calibrate.evaluate import read_probe_rows
-from calibrate.tiermap import load_tier_map
+from strata.tiermap import load_tier_map
 
 
 def test_same_seed_same_world_corpus_and_probes() -> None:

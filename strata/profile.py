@@ -1,0 +1,198 @@
+"""The profile: what ``fit`` writes and ``advisor`` reads, as pydantic models, and its one reader of draws.
+
+A profile carries a schema version; one of another version is refused with the command that regenerates it.
+"""
+
+from __future__ import annotations
+
+import json
+import zlib
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from strata.errors import UserError
+from strata.law import COEF_NAMES, LawCoef, log_neg_log_acc
+
+PROFILE_SCHEMA_VERSION = 1
+
+
+class ProfileError(UserError):
+    """A profile that is missing, corrupt or of another schema version; one line with the fix."""
+
+
+class Strict(BaseModel):
+    # defer_build: a model's validator is built on first use, so a process pays only for the models it uses
+    model_config = ConfigDict(extra="forbid", defer_build=True)
+
+
+class Coef(Strict):
+    ln_a: float
+    alpha: float
+    beta: float
+    gamma: float = 0.0
+    delta: float = 0.0
+
+
+class LawFit(Strict):
+    """One fitted law: point coefficients, optional draws (posterior, or OLS sampling distribution), metrics."""
+
+    coef: Coef
+    fixed: dict[str, float] = Field(
+        default_factory=dict, description="exponents the data cannot identify, pinned to the paper's values"
+    )
+    se: dict[str, float] = Field(default_factory=dict, description="standard errors of fitted coefficients")
+    draws: dict[str, list[float]] | None = Field(
+        default=None,
+        description="aligned draws of each coefficient; 'omega', when present, is the sd of a new model's "
+        "deviation from the law on the ln(-ln Acc_adj) scale, drawn once per draw and shared by its configurations",
+    )
+    n_rows: int
+    r2: float | None = None
+    adj_r2: float | None = None
+    mae_adj: float | None = Field(default=None, description="mean absolute error on the chance-adjusted scale")
+    n_clipped: int = Field(default=0, description="rows moved inside (0, 1) before linearizing")
+
+
+class TaskLaw(LawFit):
+    tier: Literal["KM", "KA", "KR"] | None = None  # None: a task in no tier law
+    chance: float
+
+
+class DataSummary(Strict):
+    sources: list[str]
+    models: dict[str, float] = Field(description="model name -> parameters (billions)")
+    families: list[str]
+    method: str
+    stages: list[str]
+    params_b: tuple[float, float]
+    bits: list[float]
+    group_sizes: list[int]
+    calib_samples: list[int]
+    n_rows: int
+    excluded: dict[str, int] = Field(default_factory=dict, description="rows left out, by reason")
+
+
+class FitDiagnostics(Strict):
+    """How well the Bayesian fit behind a profile converged (absent for OLS profiles)."""
+
+    method: Literal["nuts", "svi"]
+    r_hat_max: dict[str, float] = Field(default_factory=dict, description="parameter group -> max split R-hat")
+    ess_min: dict[str, float] = Field(default_factory=dict, description="parameter group -> min bulk ESS")
+    divergences: int = 0
+    num_chains: int = 1
+    num_draws: int = 0
+    svi_converged: bool | None = None
+    problems: list[str] = Field(default_factory=list, description="failed checks; non-empty only when forced")
+    forced: bool = False
+    seconds: float | None = None
+    ppc_coverage: dict[str, float] | None = Field(
+        default=None,
+        description="posterior predictive check: share of observed counts inside their central 90% predictive "
+        "interval, overall ('all') and per tier; near or above 0.9 when the model fits",
+    )
+
+
+class Profile(Strict):
+    schema_version: int
+    name: str
+    description: str
+    families: list[str] = Field(description="model families this profile is fitted on")
+    applies_to: list[str] = Field(description="families the advisor uses this profile for by default")
+    method: str
+    law_form: Literal["four_factor"] = "four_factor"
+    engine: Literal["ols", "nuts", "svi"]
+    per_channel_rule: str = "G = -1 is taken as G = hidden_size (the input width of 6 of 7 linear layers)"
+    bits_supported: tuple[float, float] = Field(description="bit-widths the law form is valid for")
+    tiers: dict[str, LawFit]
+    general: LawFit
+    baseline: dict[str, LawFit] = Field(description="the (N, B) law per tier, for comparison")
+    unquantized: dict[str, LawFit] = Field(description="-ln Acc_adj = A N^alpha of the 16-bit models, per tier")
+    tasks: dict[str, TaskLaw]
+    data: DataSummary
+    command: str = Field(description="the command that regenerates this profile")
+    strata_version: str
+    diagnostics: FitDiagnostics | None = None
+    likelihood: str | None = Field(default=None, description="Bayesian fits: binomial or beta_binomial")
+
+
+def load_profile(path: str | Path) -> Profile:
+    """Read and validate a profile JSON; raise ProfileError with one line naming the problem and the fix."""
+    path = Path(path)
+    try:
+        text = path.read_bytes()
+    except FileNotFoundError:
+        raise ProfileError(f"profile {path} does not exist; pass --profile with a profile JSON") from None
+    except IsADirectoryError:
+        raise ProfileError(f"profile {path} is a directory; pass --profile with a profile JSON file") from None
+    except OSError as exc:
+        raise ProfileError(f"profile {path} cannot be read ({exc.strerror}); pass a readable profile JSON") from None
+    try:  # the fast path: one parse straight into the model
+        profile = Profile.model_validate_json(text)
+    except ValidationError as exc:
+        raise _diagnose(path, text, exc) from None
+    if profile.schema_version != PROFILE_SCHEMA_VERSION:
+        raise _wrong_version(path, profile.schema_version, profile.command)
+    return profile
+
+
+def _wrong_version(path: Path, version: object, command: object) -> ProfileError:
+    return ProfileError(
+        f"profile {path} has schema version {version}; this strata reads {PROFILE_SCHEMA_VERSION}: "
+        f"regenerate it with `{command or 'fit run ...'}`"
+    )
+
+
+def _diagnose(path: Path, text: bytes, exc: ValidationError) -> ProfileError:
+    """One line saying why a profile failed: not JSON, another schema version, or the first bad field."""
+    try:
+        raw = json.loads(text)
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        return ProfileError(f"profile {path} is not valid JSON ({err}); regenerate it with `fit run`")
+    if not isinstance(raw, dict):
+        return ProfileError(f"profile {path} is not a JSON object; regenerate it with `fit run`")
+    if raw.get("schema_version") != PROFILE_SCHEMA_VERSION:
+        return _wrong_version(path, raw.get("schema_version"), raw.get("command"))
+    first = exc.errors()[0]
+    where = ".".join(str(p) for p in first["loc"])
+    return ProfileError(f"profile {path} is corrupt at {where}: {first['msg']}; regenerate it with `fit run`")
+
+
+# --- the one reader of a law's draws ---------------------------------------------------------------------------
+
+
+def law_coef(law: LawFit) -> LawCoef:
+    """The law's coefficients as arrays of shape (S, 1): its draws, or its point estimate (S = 1)."""
+    if law.draws:
+        return LawCoef(*(np.asarray(law.draws[k], float)[:, None] for k in COEF_NAMES))
+    return LawCoef(*(np.array([[getattr(law.coef, k)]]) for k in COEF_NAMES))
+
+
+def model_deviation(model: str, tier: str, size: int) -> np.ndarray:
+    """Standard normals for one model's deviation u from one tier's law, drawn once per (model, tier).
+
+    Seeded by the pair itself, so an answer is reproducible, every law of the same tier (its tasks included) shares
+    the model's one deviation as the fitted model does, and different tiers get independent deviations.
+    """
+    seed = zlib.crc32(f"{model}\x00{tier}".encode())
+    return np.random.default_rng(seed).standard_normal(size)
+
+
+def law_draws(
+    law: LawFit, params: Any, bits: Any, group: Any, calib: Any, *, model: str | None = None, tier: str | None = None
+) -> np.ndarray:
+    """Predicted chance-adjusted accuracy, shape (S, M): S draws (1 without draws) by M configurations (G effective;
+    factors are scalars or arrays broadcasting against the draws' (S, 1)).
+
+    With ``model`` and ``tier`` given and an 'omega' draw in the law (Bayesian profiles), each draw also carries the
+    model's deviation from the law (sd omega), shared by all its configurations: the predictive distribution for
+    that model. Without them, the distribution of the law itself.
+    """
+    coef = law_coef(law)
+    z = np.asarray(log_neg_log_acc(coef, params, bits, group, calib))
+    if model is not None and tier is not None and law.draws and "omega" in law.draws:
+        omega = np.asarray(law.draws["omega"], float)
+        z = z + (omega * model_deviation(model, tier, omega.size))[:, None]
+    return np.exp(-np.exp(z))
