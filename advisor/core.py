@@ -14,6 +14,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -31,7 +32,7 @@ from advisor.schema import (
     TierAnswer,
 )
 from strata.errors import UserError
-from strata.law import denormalize, effective_group_size
+from strata.law import TIERS, denormalize, effective_group_size
 from strata.profile import LawFit, Profile, law_draws
 
 DEFAULT_BITS = (2, 3, 4, 8)
@@ -50,6 +51,11 @@ class Query:
     model: ModelInfo
     profile: Profile
     profile_path: str
+
+
+def tier_tasks(profile: Profile, tier: str) -> list[str]:
+    """The tasks a tier of this profile stands for (its law is the law of their mean accuracy)."""
+    return [name for name, law in profile.tasks.items() if law.tier == tier]
 
 
 def _interval(samples: np.ndarray) -> Interval:
@@ -131,7 +137,11 @@ def predict(
     b, c = np.array([bits], float), np.array([calib], float)
     g = np.asarray(effective_group_size(np.array([group], float), m.arch.hidden_size))
     laws = p.unquantized if bits == 16 else p.tiers
-    tiers = {t: _interval(law_draws(law, m.params, b, g, c, model=m.name, tier=t)[:, 0]) for t, law in laws.items()}
+    tiers = {
+        t: TierAnswer(**_interval(law_draws(law, m.params, b, g, c, model=m.name, tier=t)[:, 0]).model_dump(),
+                      tasks=tier_tasks(p, t))
+        for t, law in laws.items()
+    }  # fmt: skip
     unknown = [t for t in tasks if t not in p.tasks]
     if unknown:
         raise AdviceError(f"profile {p.name} has no law for task {unknown[0]}; it knows {', '.join(p.tasks)}")
@@ -168,41 +178,111 @@ def recommend(
 ) -> Recommendation:
     """The cheapest configuration of the grid whose predicted tiers meet the targets (see module doc)."""
     p, m = q.profile, q.model
+    _check_targets(targets, confidence)
+    check_groups(m, group_grid)
+    if any(c < 2 for c in calib_grid):
+        raise AdviceError("calibration-set sizes must be >= 2 samples")
+    usable, excluded = _usable_bits(p, bits_grid)
+    grid = _grid(m, usable, group_grid, calib_grid, memory_gb)
+    scored = _score(q, grid, _absolute_targets(q, targets, scale), confidence)
+    order = sorted(range(len(grid)), key=lambda i: (grid.memory[i], grid.calib[i], -scored.margin[i]))
+    chosen = [i for i in order if scored.ok[i] and grid.fits[i]]
+    closest, shortfall, reachable = None, {}, {}
+    if not chosen:
+        pool = [i for i in order if grid.fits[i]]
+        j = scored.nearest_miss(pool, grid.memory)
+        closest, shortfall = _candidate(q, grid, scored, j), scored.shortfall(j)
+        reachable = {t: round(float(mu[pool].max()), 4) for t, mu in scored.means.items()}
+    return Recommendation(
+        model=_model_answer(m),
+        profile=_ref(q),
+        scale="relative" if scale == RELATIVE else "adjusted",
+        targets=targets,
+        memory_budget_gb=memory_gb,
+        confidence=confidence,
+        found=bool(chosen),
+        recommendation=_candidate(q, grid, scored, chosen[0]) if chosen else None,
+        alternatives=[_candidate(q, grid, scored, i) for i in chosen[1 : 1 + alternatives]],
+        closest=closest,
+        shortfall=shortfall,
+        best_reachable=reachable,
+        unquantized=_unquantized(q, list(targets)),
+        bf16_gb=round(unquantized_bytes(m.arch) / GB, 4),
+        searched=len(grid),
+        excluded=excluded,
+    )
+
+
+def _unquantized(q: Query, tiers: list[str]) -> dict[str, Interval]:
+    """The model's predicted 16-bit value of each tier that has a 16-bit law in the profile."""
+    one, m = np.array([1.0]), q.model
+    return {
+        t: _interval(law_draws(q.profile.unquantized[t], m.params, one * 16, one, one * 2, model=m.name, tier=t)[:, 0])
+        for t in tiers
+        if t in q.profile.unquantized
+    }
+
+
+def _check_targets(targets: dict[str, float], confidence: float | None) -> None:
     if not targets:
         raise AdviceError("give at least one target: --min-km, --min-ka or --min-kr (values in [0, 1])")
     for tier, v in targets.items():
-        if tier not in ("KM", "KA", "KR"):
-            raise AdviceError(f"unknown tier {tier!r}; the tiers are KM, KA, KR")
+        if tier not in TIERS:
+            raise AdviceError(f"unknown tier {tier!r}; the tiers are {', '.join(TIERS)}")
         if not 0.0 <= v <= 1.0:
             raise AdviceError(f"target for {tier} is {v:g}; targets are fractions in [0, 1]")
     if confidence is not None and not 0.0 < confidence < 1.0:
         raise AdviceError(f"--confidence must be in (0, 1), got {confidence:g}")
-    check_groups(m, group_grid)
-    if any(c < 2 for c in calib_grid):
-        raise AdviceError("calibration-set sizes must be >= 2 samples")
-    excluded = []
+
+
+def _usable_bits(p: Profile, bits_grid: Sequence[float]) -> tuple[list[float], list[str]]:
+    """The grid's bit-widths inside the law's support, and a line for each one left out."""
     lo, hi = p.bits_supported
-    usable_bits = [b for b in bits_grid if lo <= b <= hi]
-    for b in sorted(set(bits_grid) - set(usable_bits)):
-        excluded.append(f"{b:g}-bit: outside the law's support ({lo:g}-{hi:g} bits; 2-bit collapse is not modelled)")
-    if not usable_bits:
+    usable = [b for b in bits_grid if lo <= b <= hi]
+    excluded = [
+        f"{b:g}-bit: outside the law's support ({lo:g}-{hi:g} bits; 2-bit collapse is not modelled)"
+        for b in sorted(set(bits_grid) - set(usable))
+    ]
+    if not usable:
         raise AdviceError(f"no bit-width in the grid is within the law's support ({lo:g}-{hi:g}); e.g. --bits 3,4,8")
+    return usable, excluded
 
-    abs_targets = dict(targets)
-    if scale == RELATIVE:
-        one = np.array([1.0])
-        for t in targets:
-            unq = _tier_law(p, t, unquantized=True)
-            ref = law_draws(unq, m.params, one * 16, one, one * 2, model=m.name, tier=t).mean()
-            abs_targets[t] = targets[t] * float(ref)
 
-    grid = list(itertools.product(usable_bits, group_grid, calib_grid))
-    bits = np.array([x[0] for x in grid], float)
-    groups = np.array([x[1] for x in grid], float)
-    calib = np.array([x[2] for x in grid], float)
-    g_eff = np.asarray(effective_group_size(groups, m.arch.hidden_size))
-    mem = {(b, g): quantized_bytes(m.arch, b, g).total / GB for b in usable_bits for g in group_grid}
-    memory = np.array([mem[(b, g)] for b, g, _ in grid])
+def _absolute_targets(q: Query, targets: dict[str, float], scale: str) -> dict[str, float]:
+    """Targets on the chance-adjusted scale: relative ones are fractions of the model's predicted 16-bit value."""
+    if scale != RELATIVE:
+        return dict(targets)
+    one, m = np.array([1.0]), q.model
+    out = {}
+    for t, v in targets.items():
+        unq = _tier_law(q.profile, t, unquantized=True)
+        out[t] = v * float(law_draws(unq, m.params, one * 16, one, one * 2, model=m.name, tier=t).mean())
+    return out
+
+
+@dataclass(frozen=True)
+class _Grid:
+    """Every configuration searched, as aligned arrays."""
+
+    configs: list[tuple[float, int, int]]
+    bits: np.ndarray
+    group: np.ndarray
+    group_eff: np.ndarray  # per-channel resolved to the input width
+    calib: np.ndarray
+    memory: np.ndarray  # weight GB
+    fits: np.ndarray  # within the memory budget
+
+    def __len__(self) -> int:
+        return len(self.configs)
+
+
+def _grid(
+    m: ModelInfo, bits: Sequence[float], groups: Sequence[int], calibs: Sequence[int], memory_gb: float | None
+) -> _Grid:
+    configs = list(itertools.product(bits, groups, calibs))
+    b, g, c = (np.array([x[k] for x in configs], float) for k in range(3))
+    gb = {(bb, gg): quantized_bytes(m.arch, bb, gg).total / GB for bb in bits for gg in groups}
+    memory = np.array([gb[(bb, gg)] for bb, gg, _ in configs])
     if memory_gb is not None:
         if memory_gb <= 0:
             raise AdviceError(f"--memory-gb must be positive, got {memory_gb:g}")
@@ -211,63 +291,79 @@ def recommend(
                 f"--memory-gb {memory_gb:g} is impossible for {m.name}: its smallest configuration in this grid "
                 f"needs {memory.min():.2f} GB of weights"
             )
+    fits = memory <= memory_gb if memory_gb is not None else np.ones(len(configs), bool)
+    return _Grid(configs, b, g, np.asarray(effective_group_size(g, m.arch.hidden_size)), c, memory, fits)
 
-    draws = {t: law_draws(_tier_law(p, t), m.params, bits, g_eff, calib, model=m.name, tier=t) for t in abs_targets}
-    meets = {t: d >= abs_targets[t] for t, d in draws.items()}  # (S, M)
-    prob_all = np.mean(np.logical_and.reduce(list(meets.values())), axis=0)
-    means = {t: d.mean(axis=0) for t, d in draws.items()}
-    margin = np.min([means[t] - abs_targets[t] for t in abs_targets], axis=0)
-    ok = prob_all >= confidence if confidence is not None else margin >= 0
-    fits_memory = memory <= memory_gb if memory_gb is not None else np.ones(len(grid), bool)
 
-    def candidate(i: int) -> Candidate:
-        b, g, c = grid[i]
-        tiers = {}
-        for t in draws:
-            iv = _interval(draws[t][:, i])
-            tiers[t] = TierAnswer(
-                **iv.model_dump(),
-                target=abs_targets[t],
-                meets=bool(means[t][i] >= abs_targets[t]),
-                prob=float(np.mean(meets[t][:, i])) if draws[t].shape[0] > 1 else None,
-            )
-        return Candidate(
-            config=QuantConfig(method=p.method, bits=b, group_size=g, calib_samples=c),
-            memory_gb=round(float(memory[i]), 4),
-            compression=round(unquantized_bytes(m.arch) / GB / float(memory[i]), 3),
-            tiers=tiers,
-            prob_all=float(prob_all[i]) if next(iter(draws.values())).shape[0] > 1 else None,
-            extrapolates=extrapolation(p, m, b, g, c),
+@dataclass(frozen=True)
+class _Scored:
+    """Predictive draws of each targeted tier over the grid, and what they say about the targets."""
+
+    targets: dict[str, float]  # chance-adjusted
+    draws: dict[str, np.ndarray]  # tier -> (S, M)
+    confidence: float | None
+
+    @property
+    def has_draws(self) -> bool:
+        return next(iter(self.draws.values())).shape[0] > 1
+
+    @cached_property
+    def meets(self) -> dict[str, np.ndarray]:
+        return {t: d >= self.targets[t] for t, d in self.draws.items()}
+
+    @cached_property
+    def prob_all(self) -> np.ndarray:
+        """Share of draws in which every targeted tier meets its target (the tiers' joint predictive)."""
+        return np.mean(np.logical_and.reduce(list(self.meets.values())), axis=0)
+
+    @cached_property
+    def means(self) -> dict[str, np.ndarray]:
+        return {t: d.mean(axis=0) for t, d in self.draws.items()}
+
+    @cached_property
+    def margin(self) -> np.ndarray:
+        return np.min([self.means[t] - self.targets[t] for t in self.targets], axis=0)
+
+    @property
+    def ok(self) -> np.ndarray:
+        return self.prob_all >= self.confidence if self.confidence is not None else self.margin >= 0
+
+    def nearest_miss(self, pool: list[int], memory: np.ndarray) -> int:
+        score = self.prob_all if self.confidence is not None else self.margin
+        return max(pool, key=lambda i: (score[i], self.margin[i], -memory[i]))
+
+    def shortfall(self, j: int) -> dict[str, float]:
+        short = {t: round(v - float(self.means[t][j]), 4) for t, v in self.targets.items()}
+        missed = {t: s for t, s in short.items() if s > 0}
+        return missed or (short if self.confidence is not None else {})  # means meet; the probability does not
+
+
+def _score(q: Query, grid: _Grid, targets: dict[str, float], confidence: float | None) -> _Scored:
+    m = q.model
+    draws = {
+        t: law_draws(_tier_law(q.profile, t), m.params, grid.bits, grid.group_eff, grid.calib, model=m.name, tier=t)
+        for t in targets
+    }
+    return _Scored(targets, draws, confidence)
+
+
+def _candidate(q: Query, grid: _Grid, s: _Scored, i: int) -> Candidate:
+    b, g, c = grid.configs[i]
+    tiers = {
+        t: TierAnswer(
+            **_interval(s.draws[t][:, i]).model_dump(),
+            tasks=tier_tasks(q.profile, t),
+            target=s.targets[t],
+            meets=bool(s.means[t][i] >= s.targets[t]),
+            prob=float(np.mean(s.meets[t][:, i])) if s.has_draws else None,
         )
-
-    order = sorted(range(len(grid)), key=lambda i: (memory[i], calib[i], -margin[i]))
-    chosen = [i for i in order if ok[i] and fits_memory[i]]
-    best = candidate(chosen[0]) if chosen else None
-    closest = None
-    shortfall: dict[str, float] = {}
-    if not chosen:
-        pool = [i for i in order if fits_memory[i]]
-        score = prob_all if confidence is not None else margin
-        j = max(pool, key=lambda i: (score[i], margin[i], -memory[i]))
-        closest = candidate(j)
-        shortfall = {
-            t: round(abs_targets[t] - float(means[t][j]), 4) for t in abs_targets if means[t][j] < abs_targets[t]
-        }
-        if not shortfall and confidence is not None:  # means meet; the probability does not
-            shortfall = {t: round(abs_targets[t] - float(means[t][j]), 4) for t in abs_targets}
-    return Recommendation(
-        model=_model_answer(m),
-        profile=_ref(q),
-        scale="relative" if scale == RELATIVE else "adjusted",
-        targets=targets,
-        memory_budget_gb=memory_gb,
-        confidence=confidence,
-        found=best is not None,
-        recommendation=best,
-        alternatives=[candidate(i) for i in chosen[1 : 1 + alternatives]],
-        closest=closest,
-        shortfall=shortfall,
-        bf16_gb=round(unquantized_bytes(m.arch) / GB, 4),
-        searched=len(grid),
-        excluded=excluded,
+        for t in s.draws
+    }
+    return Candidate(
+        config=QuantConfig(method=q.profile.method, bits=b, group_size=g, calib_samples=c),
+        memory_gb=round(float(grid.memory[i]), 4),
+        compression=round(unquantized_bytes(q.model.arch) / GB / float(grid.memory[i]), 3),
+        tiers=tiers,
+        prob_all=float(s.prob_all[i]) if s.has_draws else None,
+        extrapolates=extrapolation(q.profile, q.model, b, g, c),
     )

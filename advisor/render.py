@@ -53,8 +53,9 @@ def show(answer: Recommendation | Prediction, console: Console | None = None) ->
         table = Table(title="tiers (chance-adjusted)", title_justify="left")
         table.add_column("tier")
         table.add_column("mean [90%]", justify="right")
+        table.add_column("tasks")
         for t, iv in answer.tiers.items():
-            table.add_row(t, _iv(iv))
+            table.add_row(t, _iv(iv), ", ".join(iv.tasks))
         console.print(table)
         if answer.tasks:
             tasks = Table(title="tasks (raw accuracy)", title_justify="left")
@@ -72,6 +73,11 @@ def show(answer: Recommendation | Prediction, console: Console | None = None) ->
     budget = f", weights <= {answer.memory_budget_gb:g} GB" if answer.memory_budget_gb is not None else ""
     console.print(f"targets ({scale}): {targets}{conf}{budget} · BF16 weights {answer.bf16_gb:.2f} GB")
     tiers = list(answer.targets)
+    shown = answer.recommendation or answer.closest
+    if shown is not None:
+        named = "; ".join(f"{t} = {', '.join(shown.tiers[t].tasks)}" for t in tiers if shown.tiers[t].tasks)
+        if named:
+            console.print(f"tiers: {named}")
     if answer.recommendation is not None:
         rows = [("best", answer.recommendation)] + [(f"alt {i + 1}", a) for i, a in enumerate(answer.alternatives)]
         console.print(_candidates_table(f"cheapest of {answer.searched} configurations", rows, tiers))
@@ -81,6 +87,13 @@ def show(answer: Recommendation | Prediction, console: Console | None = None) ->
         assert answer.closest is not None
         short = ", ".join(f"{t} short by {v:.3f}" for t, v in answer.shortfall.items())
         console.print(f"[red]no configuration meets the targets[/] ({short})")
+        for t in tiers:
+            best = answer.best_reachable.get(t)
+            unq = answer.unquantized.get(t)
+            parts = [f"best any configuration reaches {best:.3f}" if best is not None else "",
+                     f"unquantized {_iv(unq)}" if unq is not None else ""]  # fmt: skip
+            if any(parts):
+                console.print(f"  {t}: " + ", ".join(p for p in parts if p))
         console.print(_candidates_table("closest configuration", [("closest", answer.closest)], tiers))
         for line in answer.closest.extrapolates:
             console.print(f"[yellow]closest extrapolates:[/] {line}")

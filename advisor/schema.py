@@ -8,18 +8,16 @@ from typing import Literal
 
 from pydantic import Field
 
+from strata.answer import Estimate
 from strata.profile import Strict as _Strict
 
-ANSWER_SCHEMA_VERSION = 1
+ANSWER_SCHEMA_VERSION = 2
+
+Interval = Estimate  # predicted: the 5% and 95% quantiles of the predictive draws (see strata.answer)
 
 
-class Interval(_Strict):
-    mean: float
-    lo: float | None = Field(default=None, description="5% quantile (90% interval), when the fit gives draws")
-    hi: float | None = None
-
-
-class TierAnswer(Interval):
+class TierAnswer(Estimate):
+    tasks: list[str] = Field(default_factory=list, description="the tasks whose mean accuracy the tier is")
     target: float | None = Field(default=None, description="the target on the chance-adjusted scale")
     meets: bool | None = None
     prob: float | None = Field(default=None, description="posterior probability that the tier meets its target")
@@ -74,6 +72,14 @@ class Recommendation(_Strict):
     alternatives: list[Candidate]
     closest: Candidate | None = Field(default=None, description="when nothing qualifies: the nearest miss")
     shortfall: dict[str, float] = Field(default_factory=dict, description="tier -> target minus prediction")
+    best_reachable: dict[str, float] = Field(
+        default_factory=dict,
+        description="when nothing qualifies: per tier, the highest mean any searched configuration reaches",
+    )
+    unquantized: dict[str, Interval] = Field(
+        default_factory=dict,
+        description="per targeted tier, the model's predicted 16-bit value (where the profile has a 16-bit law)",
+    )
     bf16_gb: float
     searched: int
     excluded: list[str] = Field(default_factory=list)
@@ -86,6 +92,6 @@ class Prediction(_Strict):
     profile: ProfileRef
     config: QuantConfig
     memory_gb: float
-    tiers: dict[str, Interval]
+    tiers: dict[str, TierAnswer]
     tasks: dict[str, TaskAnswer]
     extrapolates: list[str] = Field(default_factory=list)

@@ -15,9 +15,10 @@ Choices made here, and why:
   skips indexing lm-eval's ~14k built-in tasks (seconds per call); the built-ins are indexed only when the map
   names one. Local JSONL probes are read by ``load_probe_dataset`` (named in the task YAML), which resolves the file
   against the task folder and validates every row.
-- Tier means are on the law's chance-adjusted scale: the items-weighted mean over the tier's tasks of
-  ``strata.law.normalize(acc, chance)``; task means stay raw accuracy in [0, 1]. The JSON has ``advisor predict``'s
-  shape: ``tasks.<task>.{mean, n, correct, stderr}``, ``tiers.<tier>.{mean, lo, hi, n, stderr}``.
+- The JSON is ``strata.answer``'s one shape, as ``advisor predict`` answers: tier means on the law's chance-adjusted
+  scale (the unweighted mean over the tier's tasks), task means raw accuracy in [0, 1], ``lo``/``hi`` a central 90%
+  band: ``tasks.<task>.{mean, lo, hi, level, n, correct, stderr}``, ``tiers.<tier>.{mean, lo, hi, level, tasks, n,
+  stderr}``.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from strata.errors import StrataError, UserError, first_line
+from strata.answer import LEVEL, Z90, measured_tier, tier_mean
 from strata.law import TIERS, normalize
 from strata.tiermap import DEFAULT_TIER_MAP, TierMap, load_tier_map
 
@@ -248,7 +250,9 @@ class Evaluator:
                     raise EvaluationFailed(exc, name) from exc
                 correct = round(acc * n)
                 stderr = math.sqrt(acc * (1 - acc) / (n - 1)) if n > 1 else float("nan")
-                tasks[key] = {"mean": acc, "n": n, "correct": correct, "stderr": stderr}
+                lo, hi = max(acc - Z90 * stderr, 0.0), min(acc + Z90 * stderr, 1.0)
+                tasks[key] = {"mean": acc, "lo": lo, "hi": hi, "level": LEVEL, "n": n, "correct": correct,
+                              "stderr": stderr}  # fmt: skip
         except (EvaluationFailed, KeyboardInterrupt):
             raise
         except Exception as exc:  # lm-eval, the tokenizer or the model raised: name the task that fails alone
@@ -296,23 +300,19 @@ class Evaluator:
         return None
 
     def tiers(self, tasks: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-        """Items-weighted mean of chance-adjusted task accuracy per tier, with a normal-approximation 95% band."""
+        """Per tier, the unweighted mean of its tasks' chance-adjusted accuracy (``strata.answer``: the fit's tier
+        observation, what the advisor predicts) with a normal-approximation 90% band."""
         out: dict[str, dict[str, Any]] = {}
         for tier in TIERS:
             keys = [k for k in tasks if self.tier_map.tasks[k].tier == tier]
             if not keys:
                 continue
-            total = sum(tasks[k]["n"] for k in keys)
-            mean = var = 0.0
-            for k in keys:
-                chance = self.tier_map.tasks[k].chance
-                w = tasks[k]["n"] / total
-                mean += w * float(normalize(tasks[k]["mean"], chance))
-                var += (w * tasks[k]["stderr"] / (1 - chance)) ** 2
-            se = math.sqrt(var)
+            chances = [self.tier_map.tasks[k].chance for k in keys]
+            mean, se = measured_tier([tasks[k]["mean"] for k in keys], [tasks[k]["stderr"] for k in keys], chances)
             # The band is clipped to what the scale can reach: 1 (every item right) and, below, the value of
-            # getting every item wrong (-chance / (1 - chance), the items-weighted floor over the tier's tasks).
-            floor = sum(tasks[k]["n"] / total * float(normalize(0.0, self.tier_map.tasks[k].chance)) for k in keys)
-            lo, hi = max(mean - 1.96 * se, floor), min(mean + 1.96 * se, 1.0)
-            out[tier] = {"mean": mean, "lo": lo, "hi": hi, "n": total, "stderr": se}
+            # getting every item wrong (the mean of -chance / (1 - chance) over the tier's tasks).
+            floor = tier_mean([float(normalize(0.0, c)) for c in chances])
+            lo, hi = max(mean - Z90 * se, floor), min(mean + Z90 * se, 1.0)
+            n = sum(tasks[k]["n"] for k in keys)
+            out[tier] = {"mean": mean, "lo": lo, "hi": hi, "level": LEVEL, "tasks": keys, "n": n, "stderr": se}
         return out

@@ -87,11 +87,15 @@ def test_cli_json_answer_and_exit_codes(capsys):
     code, out, _ = cli(capsys, "recommend", "--model", "qwen3-8b", "--min-ka", "0.5", "--json")
     assert code == 0
     answer = json.loads(out)
-    assert answer["schema_version"] == 1 and answer["found"] and answer["recommendation"]["config"]["bits"] >= 3
+    assert answer["schema_version"] == 2 and answer["found"] and answer["recommendation"]["config"]["bits"] >= 3
     code, out, _ = cli(capsys, "recommend", "--model", "qwen3-8b", "--min-kr", "0.6", "--json")
     answer = json.loads(out)
     assert code == 3 and not answer["found"]
     assert answer["closest"] is not None and answer["shortfall"]["KR"] > 0
+    # an answer that finds nothing says what KR is here, the best any configuration reaches, and the 16-bit value
+    assert answer["closest"]["tiers"]["KR"]["tasks"] == ["arc_challenge", "winogrande"]
+    assert answer["best_reachable"]["KR"] < 0.6 and answer["unquantized"]["KR"]["mean"] < 0.6
+    assert answer["closest"]["tiers"]["KR"]["level"] == pytest.approx(0.9)
 
 
 def test_cli_predict_json_has_the_shared_shape(capsys):
