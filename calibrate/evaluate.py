@@ -33,8 +33,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from strata.errors import StrataError, UserError, first_line
 from strata.answer import LEVEL, Z90, measured_tier, tier_mean
+from strata.errors import StrataError, UserError, first_line
 from strata.law import TIERS, normalize
 from strata.tiermap import DEFAULT_TIER_MAP, TierMap, load_tier_map
 
