@@ -274,7 +274,7 @@ def status_cmd(
     from calibrate.evaluate import EvaluateError
     from calibrate.spec import SpecError, load_spec
     from calibrate.store import Store, StoreError
-    from calibrate.sweep import status, store_summary
+    from calibrate.sweep import status
     from strata.tiermap import TierMapError
 
     is_spec = Path(path).suffix in (".yaml", ".yml")
@@ -285,7 +285,7 @@ def status_cmd(
             title = f"{spec.name}: {store or spec.store}"
         else:
             with Store.open(path, create=False) as db:
-                lines = store_summary(db)
+                lines = db.summary()
             title = path
     except (SpecError, StoreError, TierMapError, EvaluateError) as exc:
         raise _fail(str(exc)) from None
@@ -317,16 +317,9 @@ def export(
     path = store_arg or store
     if path is None:
         raise _fail("name the store: calibrate export STORE --csv FILE")
-    conds, params = [], []
-    if source:
-        conds.append("source = ?")
-        params.append(source)
-    if model:
-        conds.append("model = ?")
-        params.append(model)
     try:
         with Store.open(path, create=False) as db:
-            rows = list(db.rows(" AND ".join(conds) or "1", tuple(params)))
+            rows = list(db.rows(source=source or None, model=model or None))
     except StoreError as exc:
         raise _fail(str(exc)) from None
     if csv_path == "-":

@@ -10,8 +10,8 @@ Data flow (one process, the local executor):
   is swapped into the loaded model, evaluated per tier (``calibrate.evaluate``) and restored.
 - Only the driver writes the store, and a configuration's rows (one per task) go in one transaction keyed by what
   identifies them, so a kill at any moment (kill -9 included) loses at most the configuration in flight, and a
-  rerun of the same command recomputes nothing stored. Workers return rows; remote executors (issue 6) plug in at
-  ``Executor``.
+  rerun of the same command recomputes nothing stored. Workers return rows; remote executors
+  (``calibrate.executors``) plug in at ``Executor``.
 - Each configuration's rows carry everything a refit needs: model, parameters, family, method, B, G, Cb stated and
   effective, calibration source, seqlen and seed, per-task items and correct counts, timings per stage, library
   versions, the spec hash.
@@ -25,13 +25,14 @@ import os
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
+from calibrate.machine import library_versions, resolve_device
 from calibrate.spec import ModelSpec, SweepSpec
 from calibrate.store import Store
 from strata.errors import StrataError, UserError, first_line
+from strata.law import PER_CHANNEL, group_size_problem
 from strata.rows import ResultRow
 
 SOURCE = "strata-sweep"
@@ -87,7 +88,7 @@ class Config:
     """One quantization configuration of a unit (hashable, so stored ones can be subtracted)."""
 
     bits: int
-    group_size: int  # -1 = per channel
+    group_size: int  # PER_CHANNEL (-1) = per channel
 
 
 @dataclass(frozen=True)
@@ -136,24 +137,14 @@ def _ident(model: str, bits: float | None, group: int | None, cb: int | None, se
 def stored(store: Store, spec: SweepSpec) -> dict[tuple[Any, ...], int]:
     """Tasks stored per configuration identity (model, bits, G, Cb, seed) under this spec's protocol."""
     cal = spec.calibration
+    seqlen = cal.seqlen if cal is not None and spec.method == "gptq" else None
     out: dict[tuple[Any, ...], int] = {}
-    queries = [
-        (spec.protocol(reference=True), "bits >= 16", ()),
-        (
-            spec.protocol(),
-            "method = ? AND calib_seqlen IS ?",
-            (spec.method.upper(), cal.seqlen if cal is not None and spec.method == "gptq" else None),
-        ),
-    ]
-    for protocol, cond, params in queries:
-        sql = (
-            "SELECT model, bits, group_size, calib_samples, calib_seed, COUNT(DISTINCT task) FROM results "
-            f"WHERE source = ? AND source_table = ? AND {cond} "
-            "GROUP BY model, bits, group_size, calib_samples, calib_seed"
-        )
-        for model, bits, group, cb, seed, n in store.conn.execute(sql, (SOURCE, protocol, *params)):
-            key = _ident(model, None if bits >= 16 else bits, group, cb, seed)
-            out[key] = out.get(key, 0) + n
+    for model, bits, group, cb, seed, n in [
+        *store.task_counts(SOURCE, spec.protocol(reference=True)),
+        *store.task_counts(SOURCE, spec.protocol(), method=spec.method.upper(), calib_seqlen=seqlen),
+    ]:
+        key = _ident(model, None if bits >= 16 else bits, group, cb, seed)
+        out[key] = out.get(key, 0) + n
     return out
 
 
@@ -189,24 +180,6 @@ def task_count(spec: SweepSpec, model: ModelSpec) -> int:
 
 
 # --- running units -------------------------------------------------------------------------------------------------
-
-
-def library_versions() -> dict[str, str]:
-    out = {}
-    for dist in ("strata", "torch", "transformers", "lm_eval", "numpy"):
-        try:
-            out[dist] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            continue
-    return out
-
-
-def resolve_device(device: str) -> str:
-    if device != "auto":
-        return device
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 @dataclass
@@ -406,18 +379,25 @@ class Worker:
         return rows
 
 
-def check_group_sizes(model: Any, group_sizes: list[int], label: str) -> None:
-    """Every group size must divide each quantized layer's input width (as GPTQ checkpoints and kernels require)."""
+def group_size_misfit(model: Any, group_sizes: list[int]) -> tuple[int, str, str] | None:
+    """The first (group size, layer name, why) where a group size breaks ``strata.law``'s rule for a quantized
+    layer of ``model`` (its input width), or None. The sweep and ``calibrate quantize`` refuse such a size."""
     from calibrate.rtn import linear_layers
 
     for name, layer in linear_layers(model).items():
-        width = layer.in_features
         for g in group_sizes:
-            if g != -1 and width % g:
-                raise SweepError(
-                    f"group size {g} does not divide the input width {width} of {label}'s layer {name}; "
-                    "use a divisor of every layer's width, or -1 (per channel)"
-                )
+            if why := group_size_problem(g, layer.in_features):
+                return g, name, why
+    return None
+
+
+def check_group_sizes(model: Any, group_sizes: list[int], label: str) -> None:
+    if misfit := group_size_misfit(model, group_sizes):
+        g, name, why = misfit
+        raise SweepError(
+            f"group size {g} {why} of {label}'s layer {name}; use a divisor of every layer's width, "
+            f"or {PER_CHANNEL} (per channel)"
+        )
 
 
 def preflight(spec: SweepSpec) -> None:
@@ -576,16 +556,3 @@ def status(spec: SweepSpec, store_path: str | Path | None = None) -> list[dict[s
             }
         )
     return out
-
-
-def store_summary(store: Store) -> list[dict[str, Any]]:
-    """What a store holds: per source, model and method, the configurations and rows."""
-    sql = (
-        "SELECT source, model, method, COUNT(DISTINCT printf('%s|%s|%s|%s|%s', bits, group_size, calib_samples, "
-        "calib_seed, source_table)), COUNT(*) FROM results "
-        "GROUP BY source, model, method ORDER BY source, model, method"
-    )
-    return [
-        {"source": src[:40], "model": model, "method": method, "configurations": n_cfg, "rows": n_rows}
-        for src, model, method, n_cfg, n_rows in store.conn.execute(sql)
-    ]

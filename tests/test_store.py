@@ -48,6 +48,39 @@ def test_store_schema_version_is_recorded(tmp_path):
         assert db.conn.execute("SELECT value FROM meta").fetchone()[0] == str(SCHEMA_VERSION)
 
 
+def test_a_new_schema_version_is_one_migration_applied_on_open(tmp_path, monkeypatch):
+    from calibrate import store as store_module
+
+    path = tmp_path / "r.sqlite"
+    with Store.open(path) as db:
+        db.add([row()])
+    added = {**store_module.MIGRATIONS, SCHEMA_VERSION + 1: ("ALTER TABLE results ADD COLUMN probe TEXT",)}
+    monkeypatch.setattr(store_module, "MIGRATIONS", added)
+    monkeypatch.setattr(store_module, "SCHEMA_VERSION", SCHEMA_VERSION + 1)
+    with Store.open(path) as db:  # the older store is brought up to date, its rows kept
+        assert db.conn.execute("SELECT value FROM meta").fetchone()[0] == str(SCHEMA_VERSION + 1)
+        assert "probe" in {r[1] for r in db.conn.execute("PRAGMA table_info(results)")}
+        assert [r.key() for r in db.rows()] == [row().key()]
+    failing = {**added, SCHEMA_VERSION + 2: ("ALTER TABLE results ADD COLUMN other TEXT", "SELECT * FROM nowhere")}
+    monkeypatch.setattr(store_module, "MIGRATIONS", failing)
+    monkeypatch.setattr(store_module, "SCHEMA_VERSION", SCHEMA_VERSION + 2)
+    with pytest.raises(sqlite3.OperationalError):
+        Store.open(path)
+    db = sqlite3.connect(path)  # a step that fails leaves its version undone, not half done
+    assert db.execute("SELECT value FROM meta").fetchone()[0] == str(SCHEMA_VERSION + 1)
+    assert "other" not in {r[1] for r in db.execute("PRAGMA table_info(results)")}
+
+
+def test_rows_filter_by_column_values(tmp_path):
+    with Store.open(tmp_path / "r.sqlite") as db:
+        db.add([row(), row(model="n"), row(model="n", source="t")])
+        assert {(r.source, r.model) for r in db.rows(model="n")} == {("s", "n"), ("t", "n")}
+        assert [(r.source, r.model) for r in db.rows(source="t", model="n")] == [("t", "n")]
+        assert len(list(db.rows(source=None, model=None))) == 3  # None: no condition
+        with pytest.raises(ValueError, match="not columns"):
+            list(db.rows(colour="red"))
+
+
 def test_published_import_keeps_every_row_and_flags_suspect(tmp_path):
     tmap = load_tier_map()
     with Store.open(tmp_path / "r.sqlite") as db:
