@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from strata.errors import UserError
+from strata.errors import UserError, first_line
 
 
 class CalibrationError(UserError):
@@ -75,9 +75,8 @@ def read_documents(
 
         data = datasets.load_dataset(dataset, name, split=split)
     except Exception as exc:  # datasets raises many types (connection, missing config, missing split)
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CalibrationError(
-            f"cannot load calibration dataset {dataset} ({first}); use local files offline"
+            f"cannot load calibration dataset {dataset} ({first_line(exc)}); use local files offline"
         ) from None
     if field not in data.column_names:
         raise CalibrationError(

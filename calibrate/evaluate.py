@@ -198,8 +198,7 @@ class Evaluator:
                     self.model_ref, dtype=getattr(torch, self.dtype), trust_remote_code=trust_remote_code
                 )
         except Exception as exc:  # loaders raise many types (OSError, ValueError, SafetensorError, KeyError, ...)
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise EvaluateError(f"cannot load model {self.model_ref}: {type(exc).__name__}: {first}") from None
+            raise EvaluateError(f"cannot load model {self.model_ref}: {first_line(exc)}") from None
         model.to(torch.device(self.device))  # in place for a module
         return model.eval(), tok
 

@@ -18,8 +18,12 @@ import torch
 from torch import nn
 
 from calibrate import gptq
+from strata.errors import UserError
+from strata.law import PER_CHANNEL, group_size_problem
 
-PER_CHANNEL = -1
+
+class RtnError(UserError):
+    """RTN settings a weight cannot take (a ``ValueError``); one line naming the setting."""
 
 
 def quantize_rtn(weight: torch.Tensor, bits: int, group_size: int = PER_CHANNEL) -> torch.Tensor:
@@ -27,10 +31,9 @@ def quantize_rtn(weight: torch.Tensor, bits: int, group_size: int = PER_CHANNEL)
     if weight.dim() != 2:
         raise ValueError(f"expected a 2-D weight (out x in), got shape {tuple(weight.shape)}")
     if not 1 <= bits <= 16:
-        raise ValueError(f"bits must be in [1, 16], got {bits}")
-    in_f = weight.shape[1]
-    if group_size != PER_CHANNEL and (group_size <= 0 or in_f % group_size):
-        raise ValueError(f"group size {group_size} must be -1 or a positive divisor of the input width {in_f}")
+        raise RtnError(f"bits must be in [1, 16], got {bits}")
+    if why := group_size_problem(group_size, weight.shape[1]):
+        raise RtnError(f"group size {group_size} {why}")
     # One definition of the grid: the same min-max asymmetric grid GPTQ uses, so RTN and GPTQ differ only in
     # GPTQ's error feedback.
     return gptq.rtn(weight.detach(), [gptq.QuantConfig(bits=bits, group_size=group_size, sym=False)])[0]

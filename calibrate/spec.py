@@ -23,6 +23,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from strata.errors import UserError
+from strata.law import PER_CHANNEL, group_size_problem
 
 SPEC_VERSION = 1
 
@@ -126,10 +127,10 @@ class SweepSpec(_Strict):
     @field_validator("group_sizes")
     @classmethod
     def _groups(cls, v: list[int]) -> list[int]:
-        bad = [g for g in v if g != -1 and g <= 0]
+        bad = [g for g in v if group_size_problem(g)]
         if bad:
-            raise ValueError(f"group sizes must be positive or -1 (per channel), got {bad}")
-        return sorted(set(v), key=lambda g: (g == -1, g))
+            raise ValueError(f"group sizes must be positive or {PER_CHANNEL} (per channel), got {bad}")
+        return sorted(set(v), key=lambda g: (g == PER_CHANNEL, g))
 
     @field_validator("calib_samples")
     @classmethod

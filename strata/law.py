@@ -65,6 +65,21 @@ def effective_group_size(group_size: Any, in_features: Any, xp: Any = np) -> Any
     return xp.where(g == PER_CHANNEL, xp.asarray(in_features), g)
 
 
+def group_size_problem(group: float, width: int | None = None) -> str | None:
+    """Why ``group`` cannot be a group size, as the end of a sentence naming it, or None when it can.
+
+    The one rule: a group size is PER_CHANNEL or a positive divisor of the layer's input width (GPTQ checkpoints
+    and kernels need whole groups); without a width only the sign is checked.
+    """
+    if group == PER_CHANNEL:
+        return None
+    if not group > 0:  # (also NaN)
+        return f"must be positive or {PER_CHANNEL} (per channel)"
+    if width is not None and width % group:
+        return f"does not divide the input width {width}"
+    return None
+
+
 def check_domain(bits: Any, group_size: Any, calib_samples: Any, params: Any) -> None:
     """Raise ValueError naming the first factor outside the law's domain (numpy inputs, at the edges only)."""
     b, g, c, n = (np.asarray(v, dtype=float) for v in (bits, group_size, calib_samples, params))
@@ -72,8 +87,9 @@ def check_domain(bits: Any, group_size: Any, calib_samples: Any, params: Any) ->
         raise ValueError("bits, group size, calibration samples and params must be finite numbers")
     if np.any(b <= 1):
         raise ValueError(f"bits must be > 1 (log2 B must be positive), got {b[b <= 1].ravel()[0]:g}")
-    if np.any((g <= 0) & (g != PER_CHANNEL)):
-        raise ValueError(f"group size must be positive or -1 (per-channel), got {g[(g <= 0) & (g != -1)].ravel()[0]:g}")
+    for value in np.unique(g):
+        if why := group_size_problem(float(value)):
+            raise ValueError(f"group size {value:g} {why}")
     if np.any(c < 2):
         raise ValueError(f"calibration samples must be >= 2 (log2 Cb must be positive), got {c[c < 2].ravel()[0]:g}")
     if np.any(n <= 0):
