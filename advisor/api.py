@@ -13,7 +13,7 @@ from pathlib import Path
 
 from advisor import catalog, core
 from advisor.catalog import ModelInfo
-from advisor.schema import Prediction, Recommendation
+from advisor.schema import Deployment, Frontier, Prediction, Recommendation
 from strata.profile import Profile, ProfileError, load_profile
 
 
@@ -82,8 +82,13 @@ def recommend(
     calib_samples: Sequence[int] = core.DEFAULT_CALIB,
     relative: bool = False,
     confidence: float | None = 0.9,
+    deployment: Deployment | None = None,
+    allow_slow: bool = False,
 ) -> Recommendation:
-    """The cheapest (B, G, Cb) meeting the tier targets; see ``advisor.core`` for the definitions."""
+    """The cheapest (B, G, Cb) meeting the tier targets; see ``advisor.core`` for the definitions.
+
+    ``deployment`` (engine, context, batch, KV dtype) bills the KV cache and runtime too and keeps the search to
+    what the engine serves; ``allow_slow`` also admits configurations it runs only on a slow kernel path."""
     targets = {t: v for t, v in (("KM", min_km), ("KA", min_ka), ("KR", min_kr)) if v is not None}
     return core.recommend(
         _query(model, profile),
@@ -94,6 +99,8 @@ def recommend(
         calib_grid=calib_samples,
         scale=core.RELATIVE if relative else core.ADJUSTED,
         confidence=confidence,
+        deployment=deployment,
+        allow_slow=allow_slow,
     )
 
 
@@ -106,6 +113,33 @@ def predict(
     tasks: Sequence[str] = (),
     profile: str | None = None,
     extrapolate: bool = False,
+    deployment: Deployment | None = None,
 ) -> Prediction:
-    """Predicted per-tier and per-task accuracy of one configuration."""
-    return core.predict(_query(model, profile), bits, group_size, calib_samples, tasks, extrapolate=extrapolate)
+    """Predicted per-tier and per-task accuracy of one configuration (and its memory bill with ``deployment``)."""
+    q = _query(model, profile)
+    return core.predict(q, bits, group_size, calib_samples, tasks, extrapolate=extrapolate, deployment=deployment)
+
+
+def frontier(
+    model: str | ModelInfo,
+    *,
+    targets: dict[str, float] | None = None,
+    profile: str | None = None,
+    memory_gb: float | None = None,
+    bits: Sequence[float] = core.DEFAULT_BITS,
+    group_sizes: Sequence[int] = core.DEFAULT_GROUPS,
+    calib_samples: Sequence[int] = core.DEFAULT_CALIB,
+    deployment: Deployment | None = None,
+    allow_slow: bool = False,
+) -> Frontier:
+    """Every configuration no other beats on memory and every tier's predicted mean at once, cheapest first."""
+    return core.frontier(
+        _query(model, profile),
+        targets,
+        memory_gb=memory_gb,
+        bits_grid=bits,
+        group_grid=group_sizes,
+        calib_grid=calib_samples,
+        deployment=deployment,
+        allow_slow=allow_slow,
+    )

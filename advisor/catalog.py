@@ -16,8 +16,10 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from strata.errors import UserError
 
-class CatalogError(ValueError):
+
+class CatalogError(UserError):
     """Unknown model or unusable config; one line with the fix."""
 
 

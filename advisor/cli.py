@@ -69,7 +69,32 @@ def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--params", type=float, help="parameters in billions, for a model outside the catalog")
     p.add_argument("--family", help="model family with --params (Qwen3, Llama-3, Llama-2, ...)")
     p.add_argument("--profile", help="profile name (qwen3, qwen3-base, llama) or JSON path; default: by family")
-    p.add_argument("--json", action="store_true", help="print the answer as JSON (schema_version 1)")
+    p.add_argument("--json", action="store_true", help="print the answer as JSON (schema_version 2)")
+
+
+def _deployment_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--context", type=int, help="tokens per sequence: bill the KV cache and runtime allowance too")
+    p.add_argument("--batch", type=int, default=1, help="concurrent sequences of --context tokens (default 1)")
+    p.add_argument("--kv-dtype", default="bf16", help="KV-cache dtype: bf16 (default) or fp8")
+    p.add_argument(
+        "--engine", default="any", help="serving engine: vllm, sglang, transformers, or any (default: no restriction)"
+    )
+
+
+def _grid_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--min-km", type=float, help="target for KM (memorization); " + "see scale above")
+    p.add_argument("--min-ka", type=float, help="target for KA (application)")
+    p.add_argument("--min-kr", type=float, help="target for KR (reasoning)")
+    p.add_argument("--target", type=_target, action="append", default=[], metavar="TIER=VALUE", help="e.g. KR=0.6")
+    p.add_argument("--relative", action="store_true", help="targets are fractions of the unquantized model's value")
+    p.add_argument(
+        "--memory-gb", type=float, help="memory budget, decimal GB: weights, or the whole bill with --context"
+    )
+    p.add_argument("--bits", type=_floats, default=None, help="bit-widths to search (default 2,3,4,8)")
+    p.add_argument("--group-sizes", type=_groups, default=None, help="default 32,64,128,256,per-channel")
+    p.add_argument("--calib-samples", type=_ints, default=None, help="default 8,32,128,512,1024")
+    p.add_argument("--allow-slow", action="store_true", help="with --engine: also configurations on a slow kernel path")
+    _deployment_args(p)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -80,15 +105,13 @@ def build_parser() -> argparse.ArgumentParser:
         "recommend", help="the cheapest configuration meeting per-tier targets", description=SCALE_HELP
     )
     _model_args(rec)
-    rec.add_argument("--min-km", type=float, help="target for KM (memorization); " + "see scale above")
-    rec.add_argument("--min-ka", type=float, help="target for KA (application)")
-    rec.add_argument("--min-kr", type=float, help="target for KR (reasoning)")
-    rec.add_argument("--target", type=_target, action="append", default=[], metavar="TIER=VALUE", help="e.g. KR=0.6")
-    rec.add_argument("--relative", action="store_true", help="targets are fractions of the unquantized model's value")
-    rec.add_argument("--memory-gb", type=float, help="weight memory budget, decimal GB")
-    rec.add_argument("--bits", type=_floats, default=None, help="bit-widths to search (default 2,3,4,8)")
-    rec.add_argument("--group-sizes", type=_groups, default=None, help="default 32,64,128,256,per-channel")
-    rec.add_argument("--calib-samples", type=_ints, default=None, help="default 8,32,128,512,1024")
+    _grid_args(rec)
+    rec.add_argument(
+        "--emit",
+        choices=("gptqmodel", "llmcompressor", "command"),
+        help="print the recommendation as a GPTQModel QuantizeConfig, an llm-compressor recipe or a calibrate command",
+    )
+    rec.add_argument("--out", default="", help="with --emit command: the checkpoint folder to write")
     rec.add_argument(
         "--confidence",
         type=float,
@@ -104,6 +127,14 @@ def build_parser() -> argparse.ArgumentParser:
     pre.add_argument("--calib-samples", type=int, default=128, help="calibration samples (default 128)")
     pre.add_argument("--task", action="append", default=[], help="restrict per-task output (repeatable)")
     pre.add_argument("--extrapolate", action="store_true", help="predict outside the law's supported bits")
+    _deployment_args(pre)
+
+    fro = sub.add_parser(
+        "frontier", help="every configuration no other beats on memory and accuracy at once", description=SCALE_HELP
+    )
+    _model_args(fro)
+    _grid_args(fro)
+    fro.add_argument("--plot", metavar="PNG", help="also draw the frontier (needs matplotlib: strata[fit])")
 
     sub.add_parser("models", help="list the model catalog")
     sub.add_parser("profiles", help="list the shipped profiles")
@@ -123,6 +154,8 @@ def run(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from advisor import api, core
     from advisor.catalog import CatalogError
+    from advisor.schema import Deployment
+    from strata.errors import UserError
     from strata.profile import ProfileError
 
     try:
@@ -131,6 +164,7 @@ def run(argv: Sequence[str] | None = None) -> int:
         if args.command == "profiles":
             return _print_profiles(api.shipped_profiles())
         info = api.resolve_model(args.model, **_model_kw(args))
+        dep = Deployment(engine=args.engine, context=args.context, batch=args.batch, kv_dtype=args.kv_dtype)
         if args.command == "predict":
             if len(args.group_size) != 1:
                 _fail("--group-size takes one value")
@@ -142,6 +176,7 @@ def run(argv: Sequence[str] | None = None) -> int:
                 tasks=args.task,
                 profile=args.profile,
                 extrapolate=args.extrapolate,
+                deployment=dep,
             )
             _emit(pred, args.json)
             return EXIT_OK
@@ -150,20 +185,44 @@ def run(argv: Sequence[str] | None = None) -> int:
             if getattr(args, f"min_{tier}") is not None:
                 targets[tier.upper()] = getattr(args, f"min_{tier}")
         query = api._query(info, args.profile)
-        rec = core.recommend(
-            query,
-            targets,
-            memory_gb=args.memory_gb,
-            bits_grid=args.bits or core.DEFAULT_BITS,
-            group_grid=args.group_sizes or core.DEFAULT_GROUPS,
-            calib_grid=args.calib_samples or core.DEFAULT_CALIB,
-            scale=core.RELATIVE if args.relative else core.ADJUSTED,
-            confidence=None if args.point_estimate else args.confidence,
-        )
+        grid = {
+            "memory_gb": args.memory_gb,
+            "bits_grid": args.bits or core.DEFAULT_BITS,
+            "group_grid": args.group_sizes or core.DEFAULT_GROUPS,
+            "calib_grid": args.calib_samples or core.DEFAULT_CALIB,
+            "scale": core.RELATIVE if args.relative else core.ADJUSTED,
+            "deployment": dep,
+            "allow_slow": args.allow_slow,
+        }
+        if args.command == "frontier":
+            front = core.frontier(query, targets, **grid)
+            if args.plot:
+                from advisor.plot import plot_frontier
+
+                plot_frontier(front, args.plot)
+            _emit(front, args.json)
+            return EXIT_OK
+        rec = core.recommend(query, targets, confidence=None if args.point_estimate else args.confidence, **grid)
+        if args.emit:
+            return _handover(rec, info.hf_id or info.name, args.emit, args.out)
         _emit(rec, args.json)
         return EXIT_OK if rec.found else EXIT_NOT_FOUND
-    except (CatalogError, ProfileError, core.AdviceError) as exc:
+    except (CatalogError, ProfileError, core.AdviceError, UserError) as exc:
         _fail(str(exc))
+
+
+def _handover(rec: Any, model: str, fmt: str, out: str) -> int:
+    """The recommendation as the config another tool takes (stdout), or exit 3 with the reason on stderr."""
+    from advisor.emit import Choice, emit
+
+    if rec.recommendation is None:
+        short = ", ".join(f"{t} short by {v:.3f}" for t, v in rec.shortfall.items())
+        sys.stderr.write(f"advisor: no configuration meets the targets ({short}); nothing to emit\n")
+        return EXIT_NOT_FOUND
+    c = rec.recommendation.config
+    choice = Choice(model, int(c.bits), c.group_size, c.calib_samples, sym=c.sym, act_order=c.act_order)
+    sys.stdout.write(emit(fmt, choice, out).rstrip("\n") + "\n")
+    return EXIT_OK
 
 
 def _emit(answer: Any, as_json: bool) -> None:

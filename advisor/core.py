@@ -18,12 +18,17 @@ from functools import cached_property
 
 import numpy as np
 
+from advisor import engines
 from advisor.catalog import ModelInfo
-from advisor.memory import GB, quantized_bytes, unquantized_bytes
+from advisor.memory import GB, kv_cache_bytes, memory_bill, quantized_bytes, unquantized_bytes
 from advisor.schema import (
     Candidate,
+    Deployment,
+    Frontier,
     Interval,
+    MemoryParts,
     ModelAnswer,
+    NextCheaper,
     Prediction,
     ProfileRef,
     QuantConfig,
@@ -126,14 +131,31 @@ def _tier_law(profile: Profile, tier: str, *, unquantized: bool = False) -> LawF
 
 
 def predict(
-    q: Query, bits: float, group: int, calib: int, tasks: Sequence[str] = (), *, extrapolate: bool = False
+    q: Query,
+    bits: float,
+    group: int,
+    calib: int,
+    tasks: Sequence[str] = (),
+    *,
+    extrapolate: bool = False,
+    deployment: Deployment | None = None,
 ) -> Prediction:
     """Per-tier (chance-adjusted) and per-task (raw accuracy) predictions for one configuration."""
     p, m = q.profile, q.model
+    dep = deployment or Deployment()
     check_bits(p, [bits], extrapolate=extrapolate)
     check_groups(m, [group])
     if calib < 2:
         raise AdviceError(f"calibration samples must be >= 2, got {calib}")
+    check_deployment(m, dep)
+    kernel = None
+    if dep.engine != engines.ANY and bits != 16:
+        kernel = engines.kernel_support(dep.engine, bits, group, sym=True, act_order=False)
+        if kernel == "unsupported":
+            raise AdviceError(
+                f"{dep.engine} has no kernel for GPTQ {bits:g}-bit G={group}; pick another configuration, or see "
+                f"`advisor recommend --engine {dep.engine}`"
+            )
     b, c = np.array([bits], float), np.array([calib], float)
     g = np.asarray(effective_group_size(np.array([group], float), m.arch.hidden_size))
     laws = p.unquantized if bits == 16 else p.tiers
@@ -158,6 +180,9 @@ def predict(
         profile=_ref(q),
         config=QuantConfig(method=p.method if bits != 16 else "BF16", bits=bits, group_size=group, calib_samples=calib),
         memory_gb=round(mem / GB, 4),
+        memory=_bill(m, bits, group, dep),
+        kernel=kernel,  # type: ignore[arg-type]
+        deployment=dep,
         tiers=tiers,
         tasks=answers,
         extrapolates=extrapolation(p, m, bits, group, calib),
@@ -175,18 +200,27 @@ def recommend(
     scale: str = ADJUSTED,
     confidence: float | None = 0.9,
     alternatives: int = 3,
+    deployment: Deployment | None = None,
+    allow_slow: bool = False,
 ) -> Recommendation:
     """The cheapest configuration of the grid whose predicted tiers meet the targets (see module doc)."""
     p, m = q.profile, q.model
+    dep = deployment or Deployment()
     _check_targets(targets, confidence)
     check_groups(m, group_grid)
     if any(c < 2 for c in calib_grid):
         raise AdviceError("calibration-set sizes must be >= 2 samples")
     usable, excluded = _usable_bits(p, bits_grid)
-    grid = _grid(m, usable, group_grid, calib_grid, memory_gb)
+    grid = _grid(m, usable, group_grid, calib_grid, memory_gb, dep, allow_slow, excluded)
     scored = _score(q, grid, _absolute_targets(q, targets, scale), confidence)
     order = sorted(range(len(grid)), key=lambda i: (grid.memory[i], grid.calib[i], -scored.margin[i]))
     chosen = [i for i in order if scored.ok[i] and grid.fits[i]]
+    below = [i for i in order if grid.fits[i] and chosen and grid.memory[i] < grid.memory[chosen[0]]]
+    next_cheaper = None
+    if below:  # the most expensive of the cheaper ones (ties: the best margin): one step down the memory ladder
+        j = max(below, key=lambda i: (grid.memory[i], scored.margin[i]))
+        short = {t: round(v - float(scored.means[t][j]), 4) for t, v in scored.targets.items()}
+        next_cheaper = NextCheaper(candidate=_candidate(q, grid, scored, j), shortfall=short)
     closest, shortfall, reachable = None, {}, {}
     if not chosen:
         pool = [i for i in order if grid.fits[i]]
@@ -199,10 +233,12 @@ def recommend(
         scale="relative" if scale == RELATIVE else "adjusted",
         targets=targets,
         memory_budget_gb=memory_gb,
+        deployment=dep,
         confidence=confidence,
         found=bool(chosen),
         recommendation=_candidate(q, grid, scored, chosen[0]) if chosen else None,
         alternatives=[_candidate(q, grid, scored, i) for i in chosen[1 : 1 + alternatives]],
+        next_cheaper=next_cheaper,
         closest=closest,
         shortfall=shortfall,
         best_reachable=reachable,
@@ -269,30 +305,83 @@ class _Grid:
     group: np.ndarray
     group_eff: np.ndarray  # per-channel resolved to the input width
     calib: np.ndarray
-    memory: np.ndarray  # weight GB
+    weights: np.ndarray  # weight GB
+    memory: np.ndarray  # GB checked against the budget: weights, or the whole bill with a context
     fits: np.ndarray  # within the memory budget
+    bills: dict[tuple[float, int], MemoryParts | None]
+    kernels: dict[tuple[float, int], str | None]
 
     def __len__(self) -> int:
         return len(self.configs)
 
 
+def _bill(m: ModelInfo, bits: float, group: int, dep: Deployment) -> MemoryParts | None:
+    if dep.context is None:
+        return None
+    b = memory_bill(m.arch, bits, group, dep.context, dep.batch, dep.kv_dtype)
+    gb = b.gb()
+    return MemoryParts(
+        weights_gb=round(gb["weights"], 4),
+        kv_cache_gb=round(gb["kv_cache"], 4),
+        runtime_gb=round(gb["runtime"], 4),
+        total_gb=round(gb["total"], 4),
+        runtime_source=b.runtime_source,
+    )
+
+
+def check_deployment(m: ModelInfo, dep: Deployment) -> None:
+    """Flags of the deployment that name nothing usable: one line with the fix."""
+    if dep.engine != engines.ANY:
+        engines.engine(dep.engine)  # unknown engine: EngineError naming the choices
+    if dep.context is not None:
+        kv_cache_bytes(m.arch, dep.context, dep.batch, dep.kv_dtype)  # context/batch/dtype: MemoryBillError
+        engines.check_kv_dtype(dep.engine, dep.kv_dtype)
+
+
 def _grid(
-    m: ModelInfo, bits: Sequence[float], groups: Sequence[int], calibs: Sequence[int], memory_gb: float | None
+    m: ModelInfo,
+    bits: Sequence[float],
+    groups: Sequence[int],
+    calibs: Sequence[int],
+    memory_gb: float | None,
+    dep: Deployment,
+    allow_slow: bool,
+    excluded: list[str],
 ) -> _Grid:
-    configs = list(itertools.product(bits, groups, calibs))
+    """The grid the engine can serve (``excluded`` gets a line per configuration left out), with its memory."""
+    check_deployment(m, dep)
+    kernels: dict[tuple[float, int], str | None] = {}
+    for bb, gg in itertools.product(bits, groups):
+        support = engines.kernel_support(dep.engine, bb, gg, sym=True, act_order=False)
+        if support == "unsupported" or (support == "slow" and not allow_slow):
+            why = "no kernel" if support == "unsupported" else "only a slow path (--allow-slow to include it)"
+            excluded.append(f"{bb:g}-bit G={gg}: {dep.engine} has {why}")
+            continue
+        kernels[(bb, gg)] = support if dep.engine != engines.ANY else None
+    if not kernels:
+        raise AdviceError(
+            f"--engine {dep.engine} has no {'' if allow_slow else 'fast '}kernel for any configuration of the grid; "
+            "widen --bits / --group-sizes" + ("" if allow_slow else ", or pass --allow-slow")
+        )
+    configs = [(bb, gg, cc) for bb, gg in kernels for cc in calibs]
     b, g, c = (np.array([x[k] for x in configs], float) for k in range(3))
-    gb = {(bb, gg): quantized_bytes(m.arch, bb, gg).total / GB for bb in bits for gg in groups}
-    memory = np.array([gb[(bb, gg)] for bb, gg, _ in configs])
+    weights_gb = {k: quantized_bytes(m.arch, k[0], k[1]).total / GB for k in kernels}
+    bills = {k: _bill(m, k[0], k[1], dep) for k in kernels}
+    weights = np.array([weights_gb[(bb, gg)] for bb, gg, _ in configs])
+    billed = {k: (v.total_gb if v is not None else weights_gb[k]) for k, v in bills.items()}
+    memory = np.array([billed[(bb, gg)] for bb, gg, _ in configs])
+    what = "of weights" if dep.context is None else "in all (weights + KV cache + runtime)"
     if memory_gb is not None:
         if memory_gb <= 0:
             raise AdviceError(f"--memory-gb must be positive, got {memory_gb:g}")
         if memory_gb < memory.min():
             raise AdviceError(
                 f"--memory-gb {memory_gb:g} is impossible for {m.name}: its smallest configuration in this grid "
-                f"needs {memory.min():.2f} GB of weights"
+                f"needs {memory.min():.2f} GB {what}"
             )
     fits = memory <= memory_gb if memory_gb is not None else np.ones(len(configs), bool)
-    return _Grid(configs, b, g, np.asarray(effective_group_size(g, m.arch.hidden_size)), c, memory, fits)
+    g_eff = np.asarray(effective_group_size(g, m.arch.hidden_size))
+    return _Grid(configs, b, g, g_eff, c, weights, memory, fits, bills, kernels)
 
 
 @dataclass(frozen=True)
@@ -309,7 +398,7 @@ class _Scored:
 
     @cached_property
     def meets(self) -> dict[str, np.ndarray]:
-        return {t: d >= self.targets[t] for t, d in self.draws.items()}
+        return {t: self.draws[t] >= v for t, v in self.targets.items()}
 
     @cached_property
     def prob_all(self) -> np.ndarray:
@@ -338,13 +427,59 @@ class _Scored:
         return missed or (short if self.confidence is not None else {})  # means meet; the probability does not
 
 
-def _score(q: Query, grid: _Grid, targets: dict[str, float], confidence: float | None) -> _Scored:
+def _score(
+    q: Query, grid: _Grid, targets: dict[str, float], confidence: float | None, tiers: Sequence[str] = ()
+) -> _Scored:
+    """Draws of the targeted tiers (and of ``tiers``, predicted without a target) over the grid."""
     m = q.model
     draws = {
         t: law_draws(_tier_law(q.profile, t), m.params, grid.bits, grid.group_eff, grid.calib, model=m.name, tier=t)
-        for t in targets
+        for t in dict.fromkeys([*targets, *tiers])
     }
     return _Scored(targets, draws, confidence)
+
+
+def frontier(
+    q: Query,
+    targets: dict[str, float] | None = None,
+    *,
+    memory_gb: float | None = None,
+    bits_grid: Sequence[float] = DEFAULT_BITS,
+    group_grid: Sequence[int] = DEFAULT_GROUPS,
+    calib_grid: Sequence[int] = DEFAULT_CALIB,
+    scale: str = ADJUSTED,
+    deployment: Deployment | None = None,
+    allow_slow: bool = False,
+) -> Frontier:
+    """Every configuration of the grid that no other beats on (memory, predicted mean of every tier) at once."""
+    p, m = q.profile, q.model
+    dep = deployment or Deployment()
+    targets = targets or {}
+    if targets:
+        _check_targets(targets, None)
+    check_groups(m, group_grid)
+    usable, excluded = _usable_bits(p, bits_grid)
+    grid = _grid(m, usable, group_grid, calib_grid, memory_gb, dep, allow_slow, excluded)
+    tiers = list(targets) or list(p.tiers)
+    scored = _score(q, grid, _absolute_targets(q, targets, scale), None, tiers)
+    means = np.stack([scored.means[t] for t in tiers])  # (tiers, M)
+    order = sorted((i for i in range(len(grid)) if grid.fits[i]), key=lambda i: (grid.memory[i], grid.calib[i]))
+
+    def dominated(i: int) -> bool:  # another is as cheap and as good on every tier, and better somewhere
+        as_good = (grid.memory <= grid.memory[i]) & np.all(means >= means[:, [i]], axis=0)
+        better = (grid.memory < grid.memory[i]) | np.any(means > means[:, [i]], axis=0)
+        return bool(np.any(as_good & better & grid.fits))
+
+    kept = [i for i in order if not dominated(i)]
+    return Frontier(
+        model=_model_answer(m),
+        profile=_ref(q),
+        targets=scored.targets,
+        deployment=dep,
+        points=[_candidate(q, grid, scored, i) for i in kept],
+        searched=len(grid),
+        excluded=excluded,
+    )
 
 
 def _candidate(q: Query, grid: _Grid, s: _Scored, i: int) -> Candidate:
@@ -353,17 +488,19 @@ def _candidate(q: Query, grid: _Grid, s: _Scored, i: int) -> Candidate:
         t: TierAnswer(
             **_interval(s.draws[t][:, i]).model_dump(),
             tasks=tier_tasks(q.profile, t),
-            target=s.targets[t],
-            meets=bool(s.means[t][i] >= s.targets[t]),
-            prob=float(np.mean(s.meets[t][:, i])) if s.has_draws else None,
+            target=s.targets.get(t),
+            meets=bool(s.means[t][i] >= s.targets[t]) if t in s.targets else None,
+            prob=float(np.mean(s.meets[t][:, i])) if s.has_draws and t in s.targets else None,
         )
         for t in s.draws
     }
     return Candidate(
         config=QuantConfig(method=q.profile.method, bits=b, group_size=g, calib_samples=c),
-        memory_gb=round(float(grid.memory[i]), 4),
-        compression=round(unquantized_bytes(q.model.arch) / GB / float(grid.memory[i]), 3),
+        memory_gb=round(float(grid.weights[i]), 4),
+        compression=round(unquantized_bytes(q.model.arch) / GB / float(grid.weights[i]), 3),
+        memory=grid.bills[(b, g)],
+        kernel=grid.kernels[(b, g)],  # type: ignore[arg-type]
         tiers=tiers,
-        prob_all=float(s.prob_all[i]) if s.has_draws else None,
+        prob_all=float(s.prob_all[i]) if s.has_draws and s.targets else None,
         extrapolates=extrapolation(q.profile, q.model, b, g, c),
     )

@@ -11,10 +11,12 @@ from typing import Any
 
 import yaml
 
+from strata.errors import UserError
+
 FORMATS = ("gptqmodel", "llmcompressor", "command")
 
 
-class EmitError(ValueError):
+class EmitError(UserError):
     """A configuration or format that cannot be emitted; one line naming the flag and the fix."""
 
 

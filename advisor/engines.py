@@ -13,12 +13,14 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from strata.errors import UserError
+
 Support = Literal["fast", "slow", "unsupported"]
 ANY = "any"  # the engine choice that restricts nothing
 _FILE = Path(__file__).with_name("data") / "engines.json"
 
 
-class EngineError(ValueError):
+class EngineError(UserError):
     """Unknown engine or a KV dtype the engine does not offer; one line naming the flag and the fix."""
 
 

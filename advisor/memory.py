@@ -16,6 +16,7 @@ import math
 from dataclasses import dataclass
 
 from advisor.catalog import Architecture
+from strata.errors import UserError
 
 GB = 1e9  # decimal gigabytes, as Hugging Face reports file sizes
 
@@ -77,7 +78,7 @@ RUNTIME_ALLOWANCE_SOURCE = (
 )
 
 
-class MemoryBillError(ValueError):
+class MemoryBillError(UserError):
     """A context, batch or KV dtype the memory bill cannot use; one line with the fix."""
 
 

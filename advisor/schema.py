@@ -33,15 +33,47 @@ class QuantConfig(_Strict):
     bits: float
     group_size: int
     calib_samples: int
+    sym: bool = Field(default=True, description="symmetric grid, as GPTQModel's default and the emitted configs")
+    act_order: bool = Field(default=False, description="columns in Hessian order (desc_act)")
+
+
+class Deployment(_Strict):
+    """Where the model will be served: what the memory bill and the kernel check are computed for."""
+
+    engine: str = "any"
+    context: int | None = Field(default=None, description="tokens per sequence; None: weights only are billed")
+    batch: int = 1
+    kv_dtype: str = "bf16"
+
+
+class MemoryParts(_Strict):
+    """The whole serving bill, decimal GB: weights + KV cache + runtime allowance."""
+
+    weights_gb: float
+    kv_cache_gb: float
+    runtime_gb: float
+    total_gb: float
+    runtime_source: str
 
 
 class Candidate(_Strict):
     config: QuantConfig
     memory_gb: float = Field(description="weight memory in decimal GB (GPTQ storage)")
     compression: float = Field(description="BF16 weight memory / this configuration's")
+    memory: MemoryParts | None = Field(
+        default=None, description="the whole bill, with --context; checked by --memory-gb"
+    )
+    kernel: Literal["fast", "slow"] | None = Field(default=None, description="the engine's kernel path, with --engine")
     tiers: dict[str, TierAnswer]
     prob_all: float | None = Field(default=None, description="probability that every targeted tier meets its target")
     extrapolates: list[str] = Field(default_factory=list, description="factors outside the profile's data")
+
+
+class NextCheaper(_Strict):
+    """The cheapest configuration below the recommendation, and how far it falls short."""
+
+    candidate: Candidate
+    shortfall: dict[str, float] = Field(description="tier -> target minus predicted mean (positive: short)")
 
 
 class ModelAnswer(_Strict):
@@ -66,10 +98,12 @@ class Recommendation(_Strict):
     scale: Literal["adjusted", "relative"]
     targets: dict[str, float] = Field(description="per-tier targets as given, on `scale`")
     memory_budget_gb: float | None
+    deployment: Deployment = Field(default_factory=Deployment)
     confidence: float | None
     found: bool
     recommendation: Candidate | None
     alternatives: list[Candidate]
+    next_cheaper: NextCheaper | None = Field(default=None, description="what one step cheaper would cost in accuracy")
     closest: Candidate | None = Field(default=None, description="when nothing qualifies: the nearest miss")
     shortfall: dict[str, float] = Field(default_factory=dict, description="tier -> target minus prediction")
     best_reachable: dict[str, float] = Field(
@@ -92,6 +126,23 @@ class Prediction(_Strict):
     profile: ProfileRef
     config: QuantConfig
     memory_gb: float
+    memory: MemoryParts | None = None
+    kernel: Literal["fast", "slow"] | None = None
+    deployment: Deployment = Field(default_factory=Deployment)
     tiers: dict[str, TierAnswer]
     tasks: dict[str, TaskAnswer]
     extrapolates: list[str] = Field(default_factory=list)
+
+
+class Frontier(_Strict):
+    """Every configuration no other beats on memory and every tier's predicted mean at once."""
+
+    schema_version: int = ANSWER_SCHEMA_VERSION
+    kind: Literal["frontier"] = "frontier"
+    model: ModelAnswer
+    profile: ProfileRef
+    targets: dict[str, float] = Field(default_factory=dict, description="drawn on the plot; chance-adjusted")
+    deployment: Deployment = Field(default_factory=Deployment)
+    points: list[Candidate] = Field(description="non-dominated configurations, cheapest first")
+    searched: int
+    excluded: list[str] = Field(default_factory=list)

@@ -104,7 +104,8 @@ def test_cli_predict_json_has_the_shared_shape(capsys):
     answer = json.loads(out)
     assert code == 0
     assert set(answer["tiers"]) == {"KA", "KR"} and set(answer["tasks"]) == {"mmlu"}
-    assert answer["config"] == {"method": "GPTQ", "bits": 4.0, "group_size": -1, "calib_samples": 128}
+    assert answer["config"] == {"method": "GPTQ", "bits": 4.0, "group_size": -1, "calib_samples": 128, "sym": True,
+                                "act_order": False}  # fmt: skip
 
 
 def test_cli_table_output(capsys):
