@@ -11,16 +11,15 @@ references, not what the advisor decides on.
 from __future__ import annotations
 
 from collections import Counter
-from typing import Literal
 
 import numpy as np
 
-from fit.bayes import FitData
+from fit.data import FitData
 from fit.infer import Posterior, Thresholds
 from fit.ols import FitError
 from fit.profiles import FitSpec, Obs, Rows, _fit, assemble, ols_task_law, task_obs, tier_obs
 from strata.law import COEF_NAMES, TIERS, LawCoef, design, four_factor, linearize
-from strata.profile import Coef, FitDiagnostics, LawFit, Profile, TaskLaw
+from strata.profile import Coef, FitDiagnostics, LawFit, NutsSettings, Profile, SviSettings, TaskLaw
 
 PROFILE_DRAWS = 200
 
@@ -70,8 +69,8 @@ def tier_mean_law(task_laws: list[LawCoef], params: np.ndarray) -> LawCoef:
 
     The advisor's targets are tier observations — the mean chance-adjusted accuracy over the tier's tasks — and
     the model fits each task's law. Averaging task laws' coefficients (the hierarchy's tier law) is not the law of
-    their average accuracy: on the published Qwen3 KR tier (ARC-Challenge, WinoGrande) it missed the tier means
-    by 4.3 points MAE against the paper OLS's 1.5. So per draw, the task laws' mean accuracy is computed on a grid
+    their average accuracy (on the published Qwen3 KR tier, ARC-Challenge and WinoGrande, it missed the tier means
+    by far more than the paper's OLS does). So per draw, the task laws' mean accuracy is computed on a grid
     (the family's size range x bits 3-8 x group sizes x Cb) and the four-factor law is fitted to it by least
     squares on ln(-ln Acc_adj): one law per draw, its spread the posterior's.
     """
@@ -146,7 +145,14 @@ def diagnostics_of(post: Posterior, thresholds: Thresholds, *, forced: bool) -> 
 
 
 def bayes_profile(
-    post: Posterior, family: str, quant: Rows, ref: Rows, spec: FitSpec, command: str, diag: FitDiagnostics
+    post: Posterior,
+    family: str,
+    quant: Rows,
+    ref: Rows,
+    spec: FitSpec,
+    command: str,
+    diag: FitDiagnostics,
+    settings: NutsSettings | SviSettings,
 ) -> Profile:
     """The profile of one family of a joint posterior."""
     omega = post.hyper.get("omega")
@@ -181,6 +187,5 @@ def bayes_profile(
         raise FitError(f"the posterior has no tier law for {family}")
     general = _fit(tier_obs(quant, None), "general", COEF_NAMES, draws=False)
     laws = {"tiers": tiers, "general": general, "baseline": baseline, "unquantized": unquantized, "tasks": tasks}
-    engine: Literal["nuts", "svi"] = "svi" if post.method == "svi" else "nuts"
     extra = {"likelihood": post.likelihood, "diagnostics": diag}
-    return assemble(spec, quant, Counter(quant.excluded), command, engine=engine, laws=laws, **extra)
+    return assemble(spec, quant, Counter(quant.excluded), command, settings=settings, laws=laws, **extra)

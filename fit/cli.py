@@ -1,7 +1,7 @@
 """`fit`: fit the stratified scaling laws to stored measurements and write profiles.
 
-fit run --preset qwen3 --out profiles/qwen3.json        # regenerate a shipped profile from published data
-fit run --family Qwen3 --store results.sqlite --out p.json   # a profile from your own sweep results
+fit run --preset qwen3-base --out profiles/qwen3-base.json   # regenerate a shipped profile from published data
+fit run --family Qwen3 --store results.sqlite --out p.json    # a profile from your own sweep results
 """
 
 from __future__ import annotations
@@ -14,6 +14,9 @@ from typing import Annotated
 
 import typer
 
+from strata.profile import NutsSettings, SviSettings
+
+NUTS, SVI = NutsSettings(), SviSettings()  # the flags' defaults: the settings' own
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__, pretty_exceptions_enable=False)
 
 
@@ -56,22 +59,24 @@ def run(
     joint: Annotated[
         list[str] | None, typer.Option(help="nuts/svi: also fit this preset's family, sharing the prior (repeatable)")
     ] = None,
-    warmup: Annotated[int, typer.Option(help="NUTS warmup steps per chain")] = 1000,
-    samples: Annotated[int, typer.Option(help="NUTS draws per chain")] = 2000,
-    chains: Annotated[int, typer.Option(help="NUTS chains")] = 2,
-    svi_steps: Annotated[int, typer.Option(help="SVI optimizer steps")] = 4000,
-    target_accept: Annotated[float, typer.Option(help="NUTS target acceptance probability")] = 0.95,
-    seed: Annotated[int, typer.Option(help="random seed of the inference")] = 0,
-    likelihood: Annotated[str, typer.Option(help="beta_binomial or binomial")] = "beta_binomial",
+    warmup: Annotated[int, typer.Option(help="NUTS warmup steps per chain")] = NUTS.warmup,
+    samples: Annotated[int, typer.Option(help="NUTS draws per chain")] = NUTS.samples,
+    chains: Annotated[int, typer.Option(help="NUTS chains")] = NUTS.chains,
+    svi_steps: Annotated[int, typer.Option(help="SVI optimizer steps")] = SVI.steps,
+    target_accept: Annotated[float, typer.Option(help="NUTS target acceptance probability")] = NUTS.target_accept,
+    seed: Annotated[int, typer.Option(help="random seed of the inference")] = NUTS.seed,
+    likelihood: Annotated[str, typer.Option(help="beta_binomial or binomial")] = NUTS.likelihood,
     force: Annotated[bool, typer.Option(help="write the profile even if R-hat/ESS/divergences fail (marked)")] = False,
 ) -> None:
     """Fit a profile and write it as JSON."""
     from calibrate.published import PublishedDataError
     from calibrate.store import StoreError
     from fit.ols import FitError
-    from fit.pipeline import BayesOptions, fit_profile
+    from fit.pipeline import fit_profile, settings_from_flags
     from strata.tiermap import TierMapError
 
+    flags = dict(warmup=warmup, samples=samples, chains=chains, steps=svi_steps, target_accept=target_accept,
+                 seed=seed, likelihood=likelihood)  # fmt: skip
     try:
         profile = fit_profile(
             preset=preset,
@@ -85,17 +90,9 @@ def run(
             include_suspect=include_suspect,
             engine=engine,
             command=" ".join(["fit", *map(shlex.quote, sys.argv[1:])]),
-            bayes=BayesOptions(
-                joint_with=tuple(joint or ()),
-                num_warmup=warmup,
-                num_samples=samples,
-                num_chains=chains,
-                svi_steps=svi_steps,
-                target_accept=target_accept,
-                seed=seed,
-                likelihood=likelihood,
-                force=force,
-            ),
+            settings=settings_from_flags(engine, flags),
+            joint=tuple(joint or ()),
+            force=force,
         )
     except (FitError, StoreError, TierMapError, PublishedDataError) as exc:
         _fail(str(exc))
@@ -128,10 +125,10 @@ def validate(
     from fit.validate import METHODS, bayes_scorer, evaluate, family_split, largest_model_split, markdown_table
 
     methods = dict(METHODS)
-    if engine == "nuts":
-        methods["Bayesian (NUTS)"] = bayes_scorer("nuts", num_warmup=warmup, num_samples=samples)
+    if engine == "nuts":  # shorter than a profile's fit, at NUTS's usual target acceptance
+        methods["Bayesian (NUTS)"] = bayes_scorer(NutsSettings(warmup=warmup, samples=samples, target_accept=0.9))
     elif engine == "svi":
-        methods["Bayesian (SVI)"] = bayes_scorer("svi")
+        methods["Bayesian (SVI)"] = bayes_scorer(SviSettings())
     elif engine != "none":
         _fail(f"unknown engine {engine!r}; use nuts, svi or none")
     try:
@@ -183,8 +180,8 @@ def report(
 def fixed_hash_seed(argv: list[str]) -> None:
     """Re-run this process with PYTHONHASHSEED=0 unless it is set. numpyro's Trace_ELBO sums the ELBO over a set
     of site names, whose order follows Python's per-process string hashing: every process then builds a different
-    program, so JAX's compilation cache never hits (SVI on bench/fit_speed.py: 14.7 s warm instead of 9.7 s) and
-    SVI results are not bit-identical from run to run. With a fixed seed both are."""
+    program, so JAX's compilation cache never hits for SVI (bench/README.md) and SVI results are not bit-identical
+    from run to run. With a fixed seed both are."""
     if "PYTHONHASHSEED" not in os.environ:
         os.environ["PYTHONHASHSEED"] = "0"
         os.execv(sys.executable, [sys.executable, *argv])  # argv: the interpreter's arguments to run again

@@ -18,28 +18,22 @@ from __future__ import annotations
 import math
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from fit.bayes import (
-    DEFAULT_PRIORS,
-    Design,
-    FitData,
-    Priors,
-    law_coefs,
-    ln_a_from_centred,
-    stratified_law,
-)
+from fit.bayes import DEFAULT_PRIORS, LIKELIHOODS, Priors, law_coefs, stratified_law
+from fit.data import Design, FitData, ln_a_from_centred
 from strata import law
+from strata.profile import NutsSettings, SviSettings
 
 
 def _use_host_cores() -> None:
     """Expose each CPU core to JAX as a device, so NUTS chains run in parallel (numpyro.set_host_device_count
     without importing numpyro). Effective only before JAX's backend starts, which importing this module does not
-    do; where it started already, chains run vectorized. Measured on 2 cores, published data (343 rows), 2 x
-    (500 + 1500): 77 s in parallel; the same `fit run` took 205 s vectorized (both chains step in lockstep)."""
+    do; where it started already, chains run vectorized, both chains stepping in lockstep (bench/README.md)."""
     flags = os.environ.get("XLA_FLAGS", "")
     if "xla_force_host_platform_device_count" not in flags:
         os.environ["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={os.cpu_count() or 1}".strip()
@@ -146,7 +140,7 @@ class Posterior:
     family_names: list[str]
     task_tier: np.ndarray
     centre: np.ndarray  # (4,) features' centre of the population laws
-    family_centre: np.ndarray  # (F, 4) of each family's laws (fit.bayes.Design)
+    family_centre: np.ndarray  # (F, 4) of each family's laws (fit.data.Design)
     population: dict[str, np.ndarray]
     tier: dict[str, np.ndarray]
     task: dict[str, np.ndarray]
@@ -215,8 +209,8 @@ def _index(names: list[str], name: str, what: str) -> int:
 
 def _prepare(data: FitData, law_form: str, likelihood: str, allow_single_size: bool) -> tuple[Design, list[str]]:
     law_coefs(law_form)  # unknown law form -> ValueError before any work
-    if likelihood not in ("beta_binomial", "binomial"):
-        raise ValueError(f"unknown likelihood {likelihood!r}; expected beta_binomial or binomial")
+    if likelihood not in LIKELIHOODS:
+        raise ValueError(f"unknown likelihood {likelihood!r}; expected one of {', '.join(LIKELIHOODS)}")
     warnings = data.validate(allow_single_size=allow_single_size)
     return Design.of(data), warnings
 
@@ -310,40 +304,21 @@ def _x64(fn: Any) -> Any:
 @_x64
 def run_nuts(
     data: FitData,
+    settings: NutsSettings | None = None,
     *,
-    num_warmup: int = 500,
-    num_samples: int = 500,
-    num_chains: int = 2,
-    seed: int = 0,
     law_form: str = "four_factor",
-    likelihood: str = "beta_binomial",
     priors: Priors = DEFAULT_PRIORS,
-    target_accept_prob: float = 0.9,
-    max_tree_depth: int = 8,
-    dense_mass: bool = False,
-    max_draws: int = 1000,
     allow_single_size: bool = False,
     progress_bar: bool = False,
 ) -> Posterior:
-    """NUTS on the stratified law. Chains run in parallel when JAX has as many host devices, else vectorized.
-
-    max_tree_depth 8 (255 steps per draw) only bounds the cost of a bad draw: with the model's
-    parameterisation (fit.bayes) trees take ~15-31 steps; hitting the cap shows up as low ESS.
-    """
+    """NUTS on the stratified law, conditioned on data.correct (run_nuts_many with one count vector); settings
+    default to NutsSettings()."""
     return run_nuts_many(
         data,
         [np.asarray(data.correct)],
-        num_warmup=num_warmup,
-        num_samples=num_samples,
-        num_chains=num_chains,
-        seed=seed,
+        settings,
         law_form=law_form,
-        likelihood=likelihood,
         priors=priors,
-        target_accept_prob=target_accept_prob,
-        max_tree_depth=max_tree_depth,
-        dense_mass=dense_mass,
-        max_draws=max_draws,
         allow_single_size=allow_single_size,
         progress_bar=progress_bar,
     )[0]
@@ -353,52 +328,45 @@ def run_nuts(
 def run_nuts_many(
     data: FitData,
     counts: list[np.ndarray],
+    settings: NutsSettings | None = None,
     *,
-    num_warmup: int = 500,
-    num_samples: int = 500,
-    num_chains: int = 2,
-    seed: int = 0,
     law_form: str = "four_factor",
-    likelihood: str = "beta_binomial",
     priors: Priors = DEFAULT_PRIORS,
-    target_accept_prob: float = 0.9,
-    max_tree_depth: int = 8,
-    dense_mass: bool = False,
-    max_draws: int = 1000,
     allow_single_size: bool = False,
     progress_bar: bool = False,
 ) -> list[Posterior]:
     """One NUTS fit per count vector in ``counts`` (each (R,) for data's rows), compiled once for all.
 
     The counts are a traced model argument (``jit_model_args``), so replicate data sets of one design (as in
-    simulation-based calibration) cost one compilation.
+    simulation-based calibration) cost one compilation. Chains run in parallel when JAX has as many host devices,
+    else vectorized.
     """
     import functools
 
     import jax
     import jax.numpy as jnp
-    from numpyro.diagnostics import effective_sample_size, split_gelman_rubin
     from numpyro.infer import MCMC, NUTS, init_to_median
 
-    design, warnings = _prepare(data, law_form, likelihood, allow_single_size)
+    st = settings or NutsSettings()
+    design, warnings = _prepare(data, law_form, st.likelihood, allow_single_size)
     for c in counts:
         FitData(**{**data.__dict__, "correct": np.asarray(c)}).validate(allow_single_size=allow_single_size)
-    model = functools.partial(stratified_law, data, design, law_form=law_form, likelihood=likelihood, priors=priors)
+    model = functools.partial(stratified_law, data, design, law_form=law_form, likelihood=st.likelihood, priors=priors)
     kernel = NUTS(
         model,
-        target_accept_prob=target_accept_prob,
-        max_tree_depth=max_tree_depth,
-        dense_mass=dense_mass,
+        target_accept_prob=st.target_accept,
+        max_tree_depth=st.max_tree_depth,
+        dense_mass=st.dense_mass,
         init_strategy=init_to_median(num_samples=15),
     )
     # Vectorized rather than sequential when the host has too few devices: one compilation, one initialisation
     # (traced, not op by op), and both chains advance in the same loop.
-    chain_method = "parallel" if jax.local_device_count() >= num_chains > 1 else "vectorized"
+    chain_method = "parallel" if jax.local_device_count() >= st.chains > 1 else "vectorized"
     mcmc = MCMC(
         kernel,
-        num_warmup=num_warmup,
-        num_samples=num_samples,
-        num_chains=num_chains,
+        num_warmup=st.warmup,
+        num_samples=st.samples,
+        num_chains=st.chains,
         chain_method=chain_method,
         progress_bar=progress_bar,
         jit_model_args=True,
@@ -407,28 +375,14 @@ def run_nuts_many(
     for i, c in enumerate(counts):
         start = time.perf_counter()
         mcmc.run(
-            jax.random.PRNGKey(seed + i),
+            jax.random.PRNGKey(st.seed + i),
             correct=jnp.asarray(np.asarray(c, dtype=int)),
             extra_fields=("diverging", "num_steps"),
         )
         chains = {k: np.asarray(v) for k, v in mcmc.get_samples(group_by_chain=True).items()}
-        extra = mcmc.get_extra_fields(group_by_chain=True)
+        diagnostics = _nuts_diagnostics(chains, mcmc.get_extra_fields(group_by_chain=True), design, law_form, st)
         seconds = time.perf_counter() - start
-        r_hat, ess = {}, {}
-        for group, arr in _groups(chains, design, law_form).items():
-            if num_samples >= 4:
-                r_hat[group] = float(np.nanmax(split_gelman_rubin(arr)))
-                ess[group] = float(np.nanmin(effective_sample_size(arr)))
-        diagnostics = Diagnostics(
-            method="nuts",
-            r_hat=r_hat,
-            ess=ess,
-            divergences=int(np.asarray(extra["diverging"]).sum()),
-            num_chains=num_chains,
-            num_draws=num_samples,
-            mean_steps=float(np.asarray(extra["num_steps"]).mean()),
-        )
-        thin = max(1, math.ceil(num_chains * num_samples / max_draws))
+        thin = max(1, math.ceil(st.chains * st.samples / st.max_draws))
         flat = {k: v.reshape((-1, *v.shape[2:]))[::thin] for k, v in chains.items()}
         fitted = FitData(**{**data.__dict__, "correct": np.asarray(c)})
         out.append(
@@ -438,7 +392,7 @@ def run_nuts_many(
                 design,
                 flat,
                 law_form=law_form,
-                likelihood=likelihood,
+                likelihood=st.likelihood,
                 priors=priors,
                 diagnostics=diagnostics,
                 warnings=warnings,
@@ -448,21 +402,35 @@ def run_nuts_many(
     return out
 
 
+def _nuts_diagnostics(
+    chains: dict[str, np.ndarray], extra: dict[str, Any], design: Design, law_form: str, st: NutsSettings
+) -> Diagnostics:
+    """Split R-hat (max) and bulk ESS (min) per parameter group, divergences and mean tree size of one run."""
+    from numpyro.diagnostics import effective_sample_size, split_gelman_rubin
+
+    r_hat, ess = {}, {}
+    for group, arr in _groups(chains, design, law_form).items():
+        if st.samples >= 4:
+            r_hat[group] = float(np.nanmax(split_gelman_rubin(arr)))
+            ess[group] = float(np.nanmin(effective_sample_size(arr)))
+    return Diagnostics(
+        method="nuts",
+        r_hat=r_hat,
+        ess=ess,
+        divergences=int(np.asarray(extra["diverging"]).sum()),
+        num_chains=st.chains,
+        num_draws=st.samples,
+        mean_steps=float(np.asarray(extra["num_steps"]).mean()),
+    )
+
+
 @_x64
 def run_svi(
     data: FitData,
+    settings: SviSettings | None = None,
     *,
-    steps: int = 4000,
-    lr: float = 0.02,
-    seed: int = 0,
     law_form: str = "four_factor",
-    likelihood: str = "beta_binomial",
     priors: Priors = DEFAULT_PRIORS,
-    num_particles: int = 1,
-    window: int | None = None,
-    elbo_tol: float = 1e-3,
-    loc_tol: float = 0.25,
-    num_draws: int = 1000,
     allow_single_size: bool = False,
 ) -> Posterior:
     """SVI with a mean-field normal guide (AutoDiagonalNormal) and optax adam on a cosine-decayed learning rate.
@@ -474,82 +442,114 @@ def run_svi(
 
     import jax
     import jax.numpy as jnp
-    import optax
-    from numpyro.infer import SVI, Predictive, Trace_ELBO, init_to_median
+    from numpyro.infer import init_to_median
     from numpyro.infer.autoguide import AutoDiagonalNormal
 
-    design, warnings = _prepare(data, law_form, likelihood, allow_single_size)
-    window = window or max(steps // 10, 10)
-    if steps < 2 * window:
-        raise ValueError(f"steps ({steps}) must be at least twice the convergence window ({window})")
+    st = settings or SviSettings()
+    design, warnings = _prepare(data, law_form, st.likelihood, allow_single_size)
+    window = st.window or max(st.steps // 10, 10)
+    if st.steps < 2 * window:
+        raise ValueError(f"steps ({st.steps}) must be at least twice the convergence window ({window})")
     start = time.perf_counter()
-    model = functools.partial(stratified_law, data, design, law_form=law_form, likelihood=likelihood, priors=priors)
+    model = functools.partial(
+        stratified_law, data, design, law_form=law_form, likelihood=st.likelihood, priors=priors,
+        correct=jnp.asarray(np.asarray(data.correct, dtype=int)),
+    )  # fmt: skip
     # AutoDiagonalNormal is AutoNormal's family (mean-field normal in the unconstrained space) on one flat
-    # vector: one draw and one log density per step instead of one per site, which halves the step's
-    # compilation (4.7 s vs 9.3 s here) for the same posterior approximation.
+    # vector: one draw and one log density per step instead of one per site, which compiles faster for the same
+    # posterior approximation.
     guide = AutoDiagonalNormal(model, init_loc_fn=init_to_median(num_samples=15), init_scale=0.05)
-    schedule = optax.cosine_decay_schedule(lr, steps, alpha=0.01)
-    svi = SVI(model, guide, optax.adam(schedule), Trace_ELBO(num_particles=num_particles))
-    key_run, key_draw = jax.random.split(jax.random.PRNGKey(seed))
-    # Initialisation traced and compiled as one function: run eagerly, each of the model's few thousand
-    # operations compiles on its own (30-37 s here with init_to_median). The steps run as equal chunks of one
-    # compiled scan (one compilation, not one per length); the parameters before the last chunk feed the
-    # convergence check. steps rounds up to a multiple of window.
-    state = jax.jit(svi.init)(key_run)
-
-    def step(carry: Any, _: Any) -> Any:
-        st, total = carry
-        st, loss = svi.update(st)
-        return (st, jax.tree.map(jnp.add, total, svi.get_params(st))), loss
-
-    # Each chunk also returns its iterates' mean (Polyak-Ruppert averaging): adam's last iterate jitters by
-    # ~0.5 posterior sd even at lr / 100 (measured on bench/fit_speed.py, no drift), so the convergence check
-    # compares window means, and the guide is the last window's mean.
-    chunk = jax.jit(
-        lambda state: jax.lax.scan(step, (state, jax.tree.map(jnp.zeros_like, svi.get_params(state))), None, window)
-    )
-    chunks, means = [], []
-    for _ in range(-(-steps // window)):
-        (state, total), chunk_losses = chunk(state)
-        chunks.append(np.asarray(chunk_losses))
-        means.append({k: np.asarray(v) / window for k, v in total.items()})
-    params, before = means[-1], means[-2]
-    losses = np.concatenate(chunks)
-
-    loc, sd = params["auto_loc"], np.maximum(params["auto_scale"], 1e-12)
-    shift = float((np.abs(loc - before["auto_loc"]) / sd).max())
-    m_last, m_prev = losses[-window:].mean(), losses[-2 * window : -window].mean()
-    rel = float(abs(m_last - m_prev) / max(abs(m_last), 1e-12))
-    conv = SVIConvergence(
-        converged=bool(np.isfinite(losses[-1]) and rel <= elbo_tol and shift <= loc_tol),
-        elbo_rel_change=rel,
-        loc_shift_sd=shift,
-        window=window,
-        final_loss=float(losses[-1]),
-        elbo_tol=elbo_tol,
-        loc_tol=loc_tol,
-    )
-    latent = jax.jit(lambda key, p: guide.sample_posterior(key, p, sample_shape=(num_draws,)))(key_draw, params)
-    latent = latent_sites(latent)
-    # One compiled function, not hundreds of eagerly dispatched (and each separately compiled) batched ops.
-    det = jax.jit(
-        lambda key, latent: Predictive(model, posterior_samples=latent, return_sites=list(DETERMINISTIC_SITES))(key)
-    )(key_draw, latent)
-    draws = {k: np.asarray(v) for k, v in {**latent, **det}.items()}
+    key_run, key_draw = jax.random.split(jax.random.PRNGKey(st.seed))
+    params, before, losses = _optimize(model, guide, key_run, st, window)
+    conv = _svi_convergence(params, before, losses, window, st)
+    draws = _guide_draws(model, guide, key_draw, params, st.num_draws)
     seconds = time.perf_counter() - start
-    diagnostics = Diagnostics(method="svi", num_chains=1, num_draws=num_draws, svi=conv)
+    diagnostics = Diagnostics(method="svi", num_chains=1, num_draws=st.num_draws, svi=conv)
     return _build(
         "svi",
         data,
         design,
         draws,
         law_form=law_form,
-        likelihood=likelihood,
+        likelihood=st.likelihood,
         priors=priors,
         diagnostics=diagnostics,
         warnings=warnings,
         seconds=seconds,
     )
+
+
+def _optimize(
+    model: Any, guide: Any, key: Any, st: SviSettings, window: int
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], np.ndarray]:
+    """Run the optimizer; return the guide parameters averaged over the last window and the window before, and
+    the losses. Steps round up to a multiple of window."""
+    import jax
+    import jax.numpy as jnp
+    import optax
+    from numpyro.infer import SVI, Trace_ELBO
+
+    schedule = optax.cosine_decay_schedule(st.lr, st.steps, alpha=0.01)
+    svi = SVI(model, guide, optax.adam(schedule), Trace_ELBO(num_particles=st.num_particles))
+    # Initialisation traced and compiled as one function: run eagerly, each of the model's few thousand operations
+    # compiles on its own. The steps run as equal chunks of one compiled scan (one compilation, not one per length).
+    state = jax.jit(svi.init)(key)
+
+    def step(carry: Any, _: Any) -> Any:
+        st_, total = carry
+        st_, loss = svi.update(st_)
+        return (st_, jax.tree.map(jnp.add, total, svi.get_params(st_))), loss
+
+    # Each chunk also returns its iterates' mean (Polyak-Ruppert averaging): adam's last iterate jitters by a
+    # good part of a posterior sd even at lr / 100, so the convergence check compares window means, and the guide
+    # is the last window's mean.
+    chunk = jax.jit(
+        lambda state: jax.lax.scan(step, (state, jax.tree.map(jnp.zeros_like, svi.get_params(state))), None, window)
+    )
+    chunks, means = [], []
+    for _ in range(-(-st.steps // window)):
+        (state, total), chunk_losses = chunk(state)
+        chunks.append(np.asarray(chunk_losses))
+        means.append({k: np.asarray(v) / window for k, v in total.items()})
+    return means[-1], means[-2], np.concatenate(chunks)
+
+
+def _svi_convergence(
+    params: dict[str, np.ndarray], before: dict[str, np.ndarray], losses: np.ndarray, window: int, st: SviSettings
+) -> SVIConvergence:
+    """Converged when the ELBO's window mean has stopped moving and no guide location moved more than loc_tol of
+    its posterior sd between the last two window means."""
+    loc, sd = params["auto_loc"], np.maximum(params["auto_scale"], 1e-12)
+    shift = float((np.abs(loc - before["auto_loc"]) / sd).max())
+    m_last, m_prev = losses[-window:].mean(), losses[-2 * window : -window].mean()
+    rel = float(abs(m_last - m_prev) / max(abs(m_last), 1e-12))
+    return SVIConvergence(
+        converged=bool(np.isfinite(losses[-1]) and rel <= st.elbo_tol and shift <= st.loc_tol),
+        elbo_rel_change=rel,
+        loc_shift_sd=shift,
+        window=window,
+        final_loss=float(losses[-1]),
+        elbo_tol=st.elbo_tol,
+        loc_tol=st.loc_tol,
+    )
+
+
+def _guide_draws(model: Any, guide: Any, key: Any, params: dict[str, np.ndarray], num: int) -> dict[str, np.ndarray]:
+    """Latent draws from the fitted guide and the model's reported deterministic sites at them."""
+    import jax
+    from numpyro.infer import Predictive
+
+    latent = jax.jit(lambda key, p: guide.sample_posterior(key, p, sample_shape=(num,)))(key, params)
+    latent = latent_sites(latent)
+    # One compiled function, not hundreds of eagerly dispatched (and each separately compiled) batched ops.
+    det = jax.jit(
+        lambda key, latent: Predictive(model, posterior_samples=latent, return_sites=list(DETERMINISTIC_SITES))(key)
+    )(key, latent)
+    return {k: np.asarray(v) for k, v in {**latent, **det}.items()}
+
+
+# The Bayesian engines by name: each takes (data, its settings) and returns a Posterior.
+INFERENCE: dict[str, Callable[..., Posterior]] = {"nuts": run_nuts, "svi": run_svi}
 
 
 @dataclass
@@ -590,7 +590,6 @@ def posterior_predictive_check(
             law_form=posterior.law_form,
             likelihood=posterior.likelihood,
             priors=posterior.priors,
-            observed=False,
         )
     )(jax.random.PRNGKey(seed), latent)
     reps = np.asarray(pred["correct"])

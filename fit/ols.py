@@ -18,7 +18,7 @@ import numpy as np
 from strata.errors import UserError
 from strata.law import COEF_NAMES
 
-# Secondary summaries of arXiv 2508.18609 (../shared/paper.md): used to pin what data cannot identify, and as
+# Secondary summaries of arXiv 2508.18609: used to pin what data cannot identify, and as
 # prior centres by the Bayesian fit; never as results.
 PAPER_EXPONENTS: dict[str, dict[str, float]] = {
     "general": {"alpha": -0.36, "beta": -1.07, "gamma": -0.03, "delta": 0.07},

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
 
 from advisor import catalog
 from calibrate.published import published_csvs, read_published_csv
@@ -11,11 +15,10 @@ from calibrate.store import Store
 from fit.ols import FitError
 from fit.presets import PRESETS
 from fit.profiles import FitSpec, Rows, build_profile, select
-from strata.profile import Profile
+from strata.profile import FitSettings, NutsSettings, OlsSettings, Profile, SviSettings
 from strata.rows import ResultRow
 from strata.tiermap import load_tier_map
 
-ENGINES = ("ols", "nuts", "svi")
 SHIPPED_PUBLISHED = Path(__file__).resolve().parent.parent / "calibrate" / "data" / "published"
 
 
@@ -40,29 +43,23 @@ def fit_profile(
     include_suspect: bool,
     engine: str,
     command: str,
-    bayes: BayesOptions | None = None,
+    settings: FitSettings | None = None,
+    joint: tuple[str, ...] = (),
+    force: bool = False,
 ) -> Profile:
-    """Build the FitSpec from a preset or options, gather rows, and fit."""
+    """Build the FitSpec from a preset or options, gather rows, and fit with the named engine and its settings
+    (default: the engine's defaults). A preset's profile records the command that regenerates it (``command_for``);
+    any other records ``command``. ``joint``: presets fitted with it by a Bayesian engine, sharing the population
+    prior; ``force``: write a Bayesian profile that fails its diagnostics, marked."""
     if engine not in ENGINES:
         raise FitError(f"unknown engine {engine!r}; use one of {', '.join(ENGINES)}")
+    chosen = ENGINES[engine]
+    settings = settings if settings is not None else chosen.settings()
+    if settings.engine != engine:
+        raise FitError(f"settings for engine {settings.engine!r} given to engine {engine!r}")
     if preset is not None:
         spec = spec_for(preset)
-        command = f"fit run --preset {preset} --out profiles/{preset}.json"
-        if engine != "ols":
-            opts = bayes or BayesOptions()
-            joint = "".join(f" --joint {p}" for p in opts.joint_with if p != preset)
-            default = BayesOptions()
-            flags = [
-                (f"--warmup {opts.num_warmup}", opts.num_warmup != default.num_warmup and engine == "nuts"),
-                (f"--samples {opts.num_samples}", opts.num_samples != default.num_samples and engine == "nuts"),
-                (f"--chains {opts.num_chains}", opts.num_chains != default.num_chains and engine == "nuts"),
-                (f"--svi-steps {opts.svi_steps}", opts.svi_steps != default.svi_steps and engine == "svi"),
-                (f"--target-accept {opts.target_accept}", opts.target_accept != default.target_accept),
-                (f"--seed {opts.seed}", opts.seed != default.seed),
-                (f"--likelihood {opts.likelihood}", opts.likelihood != default.likelihood),
-            ]
-            extra = "".join(" " + f for f, on in flags if on)
-            command = f"fit run --preset {preset} --engine {engine}{joint}{extra} --out profiles/{preset}.json"
+        command = command_for(preset, settings, joint)
     else:
         if not families:
             raise FitError("name the model family to fit with --family (e.g. --family Qwen3), or use --preset")
@@ -76,69 +73,107 @@ def fit_profile(
     if include_suspect:
         spec = FitSpec(**{**spec.__dict__, "include_suspect": True})
     quant, ref = gather(spec, store=store, published=published, tier_map=tier_map)
-    if engine == "ols":
-        return build_profile(quant, ref, spec, command)
-    return fit_bayes(spec, quant, ref, command, engine=engine, bayes=bayes, store=store, published=published,
-                     tier_map=tier_map)  # fmt: skip
+    others = {p: gather(spec_for(p), store=store, published=published, tier_map=tier_map)[0]
+              for p in joint if p != spec.name and chosen.joint}  # fmt: skip
+    return chosen.fit(Job(spec, quant, ref, others, settings, command, force))
+
+
+# `fit run` flags of the settings' fields: what ``command_for`` writes, and what the CLI reads into settings.
+FLAGS: dict[str, str] = {
+    "warmup": "--warmup",
+    "samples": "--samples",
+    "chains": "--chains",
+    "steps": "--svi-steps",
+    "target_accept": "--target-accept",
+    "seed": "--seed",
+    "likelihood": "--likelihood",
+}
+
+
+def command_for(preset: str, settings: FitSettings, joint: tuple[str, ...] = ()) -> str:
+    """The `fit run` command that regenerates a preset's shipped profile with these settings: the engine unless
+    OLS, the joint presets, and only the settings that differ from their defaults."""
+    default = type(settings)()
+    changed = [k for k in type(settings).model_fields if getattr(settings, k) != getattr(default, k)]
+    no_flag = [k for k in changed if k not in FLAGS]
+    if no_flag:
+        raise FitError(f"`fit run` has no flag for the setting {no_flag[0]!r}; fit through the Python API instead")
+    parts = ["fit", "run", "--preset", preset]
+    if settings.engine != "ols":
+        parts += ["--engine", settings.engine, *(f"--joint {p}" for p in joint if p != preset)]
+    parts += [f"{FLAGS[k]} {getattr(settings, k)}" for k in FLAGS if k in changed]
+    return " ".join([*parts, "--out", f"profiles/{preset}.json"])
+
+
+def settings_from_flags(engine: str, flags: dict[str, Any]) -> FitSettings:
+    """The engine's settings from `fit run`'s flag values (by settings field; flags of other engines ignored)."""
+    if engine not in ENGINES:
+        raise FitError(f"unknown engine {engine!r}; use one of {', '.join(ENGINES)}")
+    model = ENGINES[engine].settings
+    try:
+        return model(**{k: v for k, v in flags.items() if k in model.model_fields and k != "engine"})
+    except ValidationError as exc:  # one line: the first bad flag and why
+        first = exc.errors()[0]
+        flag = FLAGS.get(str(first["loc"][0]), str(first["loc"][0]))
+        raise FitError(f"{flag} {first['input']!r}: {first['msg']}") from None
 
 
 @dataclass(frozen=True)
-class BayesOptions:
-    """Inference settings for `fit run --engine nuts|svi` (the model itself is fit.bayes.stratified_law)."""
+class Job:
+    """What an engine fits: the spec's rows, any joint presets' rows, its settings, the command to record."""
 
-    joint_with: tuple[str, ...] = ()  # presets fitted jointly, sharing the population prior
-    num_warmup: int = 1000  # 500 left a rare divergence in one of three seeded runs on the published data
-    num_samples: int = 2000  # per chain: 1500 gave min ESS 391-497 (gate: 400) on the published data
-    num_chains: int = 2
-    svi_steps: int = 4000
-    target_accept: float = 0.95  # NUTS: 0.9 left 3 divergences per 3,000 draws on the published data
-    seed: int = 0
-    likelihood: str = "beta_binomial"
-    force: bool = False
+    spec: FitSpec
+    quant: Rows
+    ref: Rows
+    joint: dict[str, Rows]
+    settings: FitSettings
+    command: str
+    force: bool
 
 
-def fit_bayes(
-    spec: FitSpec,
-    quant: Rows,
-    ref: Rows,
-    command: str,
-    *,
-    engine: str,
-    bayes: BayesOptions | None,
-    store: Path | None,
-    published: Path | str | None,
-    tier_map: Path | None,
-) -> Profile:
+def _fit_ols(job: Job) -> Profile:
+    return build_profile(job.quant, job.ref, job.spec, job.command)
+
+
+def _fit_bayes(job: Job) -> Profile:
     """Fit the hierarchical model on this spec's rows (and any joint presets'), gate on diagnostics, build."""
     from fit.bayes_profile import bayes_profile, diagnostics_of, fit_data
-    from fit.infer import Thresholds, posterior_predictive_check, run_nuts, run_svi
+    from fit.infer import INFERENCE, Thresholds, posterior_predictive_check
 
-    opts = bayes or BayesOptions()
-    parts = {spec.name: quant}
-    for other in opts.joint_with:
-        if other != spec.name:
-            parts[other] = gather(spec_for(other), store=store, published=published, tier_map=tier_map)[0]
-    data = fit_data(parts)
+    settings = job.settings
+    assert isinstance(settings, NutsSettings | SviSettings)  # ENGINES pairs this function with their settings only
+    data = fit_data({job.spec.name: job.quant, **job.joint})
     try:
-        if engine == "nuts":
-            post = run_nuts(data, num_warmup=opts.num_warmup, num_samples=opts.num_samples,
-                            num_chains=opts.num_chains, seed=opts.seed, likelihood=opts.likelihood,
-                            target_accept_prob=opts.target_accept)  # fmt: skip
-        else:
-            post = run_svi(data, steps=opts.svi_steps, seed=opts.seed, likelihood=opts.likelihood)
+        post = INFERENCE[settings.engine](data, settings)
     except ValueError as exc:  # bad data: one line from FitData.validate
         raise FitError(str(exc)) from None
     thresholds = Thresholds()
     problems = post.diagnostics.problems(thresholds)
-    if problems and not opts.force:
+    if problems and not job.force:
         raise FitError(
-            f"the {engine} fit fails its diagnostics ({'; '.join(problems)}); no profile written: "
+            f"the {settings.engine} fit fails its diagnostics ({'; '.join(problems)}); no profile written: "
             "run longer (--samples/--warmup/--svi-steps) or pass --force to write it marked as failed"
         )
     diag = diagnostics_of(post, thresholds, forced=bool(problems))
-    ppc = posterior_predictive_check(post, data, level=0.9, seed=opts.seed)
+    ppc = posterior_predictive_check(post, data, level=0.9, seed=settings.seed)
     diag.ppc_coverage = {"all": round(ppc.coverage, 4), **{t: round(v, 4) for t, v in ppc.by_tier.items()}}
-    return bayes_profile(post, spec.name, quant, ref, spec, command, diag)
+    return bayes_profile(post, job.spec.name, job.quant, job.ref, job.spec, job.command, diag, settings)
+
+
+@dataclass(frozen=True)
+class Engine:
+    """A way of fitting a profile: its settings' model, the fit, and whether it fits joint presets."""
+
+    settings: type[OlsSettings] | type[NutsSettings] | type[SviSettings]
+    fit: Callable[[Job], Profile]
+    joint: bool
+
+
+ENGINES: dict[str, Engine] = {
+    "ols": Engine(OlsSettings, _fit_ols, joint=False),
+    "nuts": Engine(NutsSettings, _fit_bayes, joint=True),
+    "svi": Engine(SviSettings, _fit_bayes, joint=True),
+}
 
 
 def spec_for(preset: str) -> FitSpec:

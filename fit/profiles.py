@@ -12,13 +12,13 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
 from fit.ols import FitError, OlsResult, identifiable, ols_fit, paper_exponent, sample_coefficients
 from strata.law import COEF_NAMES, TIERS, LawCoef, design, effective_group_size, four_factor, linearize, normalize
-from strata.profile import PROFILE_SCHEMA_VERSION, Coef, DataSummary, LawFit, Profile, TaskLaw
+from strata.profile import PROFILE_SCHEMA_VERSION, Coef, DataSummary, FitSettings, LawFit, OlsSettings, Profile, TaskLaw
 from strata.rows import ResultRow
 
 BITS_SUPPORTED = (3.0, 8.0)  # the paper's fitting domain: 2 bits excluded (collapse), 16 is the unquantized law
@@ -236,7 +236,7 @@ def build_profile(quant: Rows, ref: Rows, spec: FitSpec, command: str) -> Profil
         else:
             excluded[law_or_why[0]] += law_or_why[1]
     laws = {"tiers": tiers, "general": general, "baseline": baseline, "unquantized": unquantized, "tasks": tasks}
-    return assemble(spec, quant, excluded, command, engine="ols", laws=laws)
+    return assemble(spec, quant, excluded, command, settings=OlsSettings(), laws=laws)
 
 
 def ols_task_law(quant: Rows, task: str, spec: FitSpec) -> TaskLaw | tuple[str, int]:
@@ -257,11 +257,12 @@ def assemble(
     excluded: Counter[str],
     command: str,
     *,
-    engine: Literal["ols", "nuts", "svi"],
+    settings: FitSettings,
     laws: dict[str, Any],
     **extra: Any,
 ) -> Profile:
-    """A profile from its fitted laws (tiers, general, baseline, unquantized, tasks) and what it was fitted on."""
+    """A profile from its fitted laws (tiers, general, baseline, unquantized, tasks), what it was fitted on and
+    the engine's settings that fitted it."""
     return Profile(
         schema_version=PROFILE_SCHEMA_VERSION,
         name=spec.name,
@@ -269,7 +270,8 @@ def assemble(
         families=list(spec.families),
         applies_to=list(spec.applies_to or spec.families),
         method=spec.method,
-        engine=engine,
+        engine=settings.engine,
+        settings=settings,
         bits_supported=BITS_SUPPORTED,
         **laws,
         data=_summary(quant, spec, excluded),

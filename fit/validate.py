@@ -20,6 +20,7 @@ import numpy as np
 
 from fit.profiles import Obs, Rows, ols_law, tier_obs
 from strata.law import COEF_NAMES, TIERS, design
+from strata.profile import NutsSettings, SviSettings
 
 LEVEL = 0.9
 
@@ -77,7 +78,7 @@ def ols_scorer(columns: tuple[str, ...]) -> Scorer:
     return score
 
 
-def bayes_scorer(engine: str = "nuts", seed: int = 0, **inference: int) -> Scorer:
+def bayes_scorer(settings: NutsSettings | SviSettings) -> Scorer:
     """The NumPyro model, fitted once per split on its training rows.
 
     Predictive draws of a held-out tier observation: the family's tier law as its profile has it (the law of the
@@ -86,7 +87,7 @@ def bayes_scorer(engine: str = "nuts", seed: int = 0, **inference: int) -> Score
     with the posterior's omega and shared by that model's configurations.
     """
     from fit.bayes_profile import family_tier_law, fit_data
-    from fit.infer import Posterior, run_nuts, run_svi
+    from fit.infer import INFERENCE, Posterior
     from strata.law import LawCoef, log_neg_log_acc
 
     fits: dict[str, Posterior] = {}
@@ -94,12 +95,11 @@ def bayes_scorer(engine: str = "nuts", seed: int = 0, **inference: int) -> Score
     def score(split: Split, tier: str, test: Obs) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         if split.name not in fits:
             data = fit_data({"train": split.train})
-            run = run_nuts if engine == "nuts" else run_svi
-            fits[split.name] = run(data, seed=seed, **inference)
+            fits[split.name] = INFERENCE[settings.engine](data, settings)
         post = fits[split.name]
         coef = family_tier_law(post, "train", split.train, tier)  # the tier law as profiles carry it
         if split.new_family:  # shifted by a new family's deviation from the fitted one (drawn with tau)
-            new, fitted = post.new_family(tier, seed=seed), post.coef("train", tier=tier)
+            new, fitted = post.new_family(tier, seed=settings.seed), post.coef("train", tier=tier)
             coef = LawCoef(
                 *(c + n - f for c, n, f in zip(coef.as_tuple(), new.as_tuple(), fitted.as_tuple(), strict=True))
             )
@@ -107,7 +107,7 @@ def bayes_scorer(engine: str = "nuts", seed: int = 0, **inference: int) -> Score
         z = np.asarray(log_neg_log_acc(draws, test.params[None], test.bits[None], test.group[None], test.calib[None]))
         omega = post.hyper["omega"][:, post.tier_names.index(tier)]
         models = sorted(set(test.model))
-        eps = np.random.default_rng(seed).standard_normal((z.shape[0], len(models)))
+        eps = np.random.default_rng(settings.seed).standard_normal((z.shape[0], len(models)))
         z = z + omega[:, None] * eps[:, [models.index(m) for m in test.model]]
         y = np.exp(-np.exp(z))
         lo, hi = np.quantile(y, [(1 - LEVEL) / 2, (1 + LEVEL) / 2], axis=0)

@@ -8,15 +8,15 @@ from __future__ import annotations
 import json
 import zlib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from strata.errors import UserError
 from strata.law import COEF_NAMES, LawCoef, log_neg_log_acc
 
-PROFILE_SCHEMA_VERSION = 1
+PROFILE_SCHEMA_VERSION = 2
 
 
 class ProfileError(UserError):
@@ -95,6 +95,45 @@ class FitDiagnostics(Strict):
     )
 
 
+class OlsSettings(Strict):
+    """The paper's procedure: least squares per tier; nothing to set."""
+
+    engine: Literal["ols"] = "ols"
+
+
+class NutsSettings(Strict):
+    """NUTS on the Bayesian law (fit.infer.run_nuts); the defaults are what `fit run --engine nuts` uses."""
+
+    engine: Literal["nuts"] = "nuts"
+    warmup: int = Field(default=1000, gt=0, description="warmup steps per chain")
+    samples: int = Field(default=2000, gt=0, description="draws per chain")
+    chains: int = Field(default=2, gt=0)
+    target_accept: float = Field(default=0.95, gt=0, lt=1, description="target acceptance probability")
+    seed: int = 0
+    likelihood: Literal["beta_binomial", "binomial"] = "beta_binomial"
+    max_tree_depth: int = Field(default=8, gt=0, description="bounds the cost of a bad draw; the cap shows as low ESS")
+    dense_mass: bool = False
+    max_draws: int = Field(default=1000, gt=0, description="draws kept after thinning, all chains")
+
+
+class SviSettings(Strict):
+    """SVI with a mean-field normal guide (fit.infer.run_svi); the defaults are what `fit run --engine svi` uses."""
+
+    engine: Literal["svi"] = "svi"
+    steps: int = Field(default=4000, gt=0, description="optimizer steps")
+    lr: float = Field(default=0.02, gt=0, description="adam's initial learning rate (cosine-decayed to 1/100)")
+    seed: int = 0
+    likelihood: Literal["beta_binomial", "binomial"] = "beta_binomial"
+    num_particles: int = Field(default=1, gt=0, description="ELBO samples per step")
+    window: int | None = Field(default=None, description="convergence window (default steps // 10)")
+    elbo_tol: float = Field(default=1e-3, description="largest relative ELBO change between the last windows")
+    loc_tol: float = Field(default=0.25, description="largest guide location shift over a window, in posterior sds")
+    num_draws: int = Field(default=1000, gt=0, description="posterior draws taken from the guide")
+
+
+FitSettings = Annotated[OlsSettings | NutsSettings | SviSettings, Field(discriminator="engine")]
+
+
 class Profile(Strict):
     schema_version: int
     name: str
@@ -104,6 +143,7 @@ class Profile(Strict):
     method: str
     law_form: Literal["four_factor"] = "four_factor"
     engine: Literal["ols", "nuts", "svi"]
+    settings: FitSettings = Field(description="the engine's settings the profile was fitted with")
     per_channel_rule: str = "G = -1 is taken as G = hidden_size (the input width of 6 of 7 linear layers)"
     bits_supported: tuple[float, float] = Field(description="bit-widths the law form is valid for")
     tiers: dict[str, LawFit]
@@ -116,6 +156,12 @@ class Profile(Strict):
     strata_version: str
     diagnostics: FitDiagnostics | None = None
     likelihood: str | None = Field(default=None, description="Bayesian fits: binomial or beta_binomial")
+
+    @model_validator(mode="after")
+    def _settings_of_its_engine(self) -> Profile:
+        if self.settings.engine != self.engine:
+            raise ValueError(f"settings are for engine {self.settings.engine!r}, the profile's is {self.engine!r}")
+        return self
 
 
 def load_profile(path: str | Path) -> Profile:

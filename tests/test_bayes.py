@@ -1,6 +1,6 @@
-"""Specification of the Bayesian stratified law (fit.bayes) and its inference (fit.infer).
+"""Specification of the Bayesian stratified law (fit.bayes), its data checks (fit.data) and inference (fit.infer).
 
-Recovery tests simulate counts from the model itself (fit.bayes.simulate) at known parameters and check the
+Recovery tests simulate counts from the model itself (fit.synthetic.simulate) at known parameters and check the
 posterior brackets them; the calibration test draws whole data sets from the prior and checks the 90% intervals
 cover the truth 90% of the time; bad-input tests check each refusal is one clear line.
 """
@@ -12,7 +12,9 @@ import pytest
 
 pytest.importorskip("numpyro")
 
-from fit import bayes, infer
+from fit import bayes, infer, synthetic
+from fit.data import Design, FitData
+from strata.profile import NutsSettings, SviSettings
 
 TRUE_LAWS = np.array(
     [  # per family (qwen3, llama3) and tier (KM, KA, KR): c, alpha, beta, gamma, delta on the centred scale
@@ -33,15 +35,15 @@ def _truth(tiers: list[str]) -> dict[str, np.ndarray]:
     }
 
 
-def _small(seed: int = 0, num_configs: int = 60, tiers: tuple[str, ...] = ("KM", "KA", "KR")) -> bayes.FitData:
-    return bayes.synthetic_rows(num_configs, tasks_per_tier=1, tiers=tiers, seed=seed)
+def _small(seed: int = 0, num_configs: int = 60, tiers: tuple[str, ...] = ("KM", "KA", "KR")) -> FitData:
+    return synthetic.synthetic_rows(num_configs, tasks_per_tier=1, tiers=tiers, seed=seed)
 
 
 # --- bad input ---------------------------------------------------------------------------------------------------
 
 
-def _with(data: bayes.FitData, **changes: object) -> bayes.FitData:
-    return bayes.FitData(**{**data.__dict__, **changes})
+def _with(data: FitData, **changes: object) -> FitData:
+    return FitData(**{**data.__dict__, **changes})
 
 
 TIERS = ("KA", "KR")
@@ -49,30 +51,30 @@ REPLICATES = 10  # simulation-based calibration replicates; 10 x 12 coverage eve
 
 
 @pytest.fixture(scope="module")
-def rows() -> bayes.FitData:
+def rows() -> FitData:
     """60 rows (30 configurations x 2 tiers x 1 task, two families): every fit below shares one compilation."""
     return _small(seed=11, num_configs=30, tiers=TIERS)
 
 
 @pytest.fixture(scope="module")
-def truth_fit(rows: bayes.FitData) -> tuple[bayes.FitData, dict[str, np.ndarray]]:
-    return bayes.simulate(rows, seed=3, truth=_truth(list(TIERS)))
+def truth_fit(rows: FitData) -> tuple[FitData, dict[str, np.ndarray]]:
+    return synthetic.simulate(rows, seed=3, truth=_truth(list(TIERS)))
 
 
 @pytest.fixture(scope="module")
-def data(truth_fit) -> bayes.FitData:
+def data(truth_fit) -> FitData:
     return truth_fit[0]
 
 
 @pytest.fixture(scope="module")
-def prior_draws(rows: bayes.FitData) -> dict[str, np.ndarray]:
+def prior_draws(rows: FitData) -> dict[str, np.ndarray]:
     """REPLICATES draws of every site, parameters and counts, from the model's prior (one compiled trace)."""
     import functools
 
     import jax
     from numpyro.infer import Predictive
 
-    model = functools.partial(bayes.stratified_law, rows, bayes.Design.of(rows), observed=False)
+    model = functools.partial(bayes.stratified_law, rows, Design.of(rows))  # no counts: drawn from the prior
     with jax.enable_x64(True):
         draws = jax.jit(lambda key: Predictive(model, num_samples=REPLICATES)(key))(jax.random.PRNGKey(7))
     return {k: np.asarray(v) for k, v in draws.items()}
@@ -82,10 +84,11 @@ def prior_draws(rows: bayes.FitData) -> dict[str, np.ndarray]:
 def fits(rows, truth_fit, prior_draws) -> list[infer.Posterior]:
     """NUTS on the fixed-truth data set and on every prior replicate: one compilation, 1 + REPLICATES fits."""
     counts = [truth_fit[0].correct] + [c.astype(int) for c in prior_draws["correct"]]
-    return infer.run_nuts_many(rows, counts, num_warmup=100, num_samples=150, num_chains=1, seed=0, max_tree_depth=6)
+    short = NutsSettings(warmup=100, samples=150, chains=1, target_accept=0.9, max_tree_depth=6)
+    return infer.run_nuts_many(rows, counts, short)
 
 
-def test_valid_data_reports_constant_factors_as_prior_only(data: bayes.FitData) -> None:
+def test_valid_data_reports_constant_factors_as_prior_only(data: FitData) -> None:
     assert data.validate() == []
     fixed = _with(data, calib_samples=np.full(len(data), 128.0))
     assert fixed.validate() == ["calib_samples never varies: gamma is its prior"]
@@ -105,19 +108,19 @@ def test_valid_data_reports_constant_factors_as_prior_only(data: bayes.FitData) 
         (lambda d: {"bits": np.ones(len(d))}, "bits must be > 1"),
     ],
 )
-def test_bad_input_is_one_clear_error(data: bayes.FitData, change, message: str) -> None:
+def test_bad_input_is_one_clear_error(data: FitData, change, message: str) -> None:
     bad = _with(data, **change(data))
     with pytest.raises(ValueError, match=message) as err:
         bad.validate()
     assert "\n" not in str(err.value)
 
 
-def test_two_models_of_one_size_in_a_family_keep_their_own_effects(data: bayes.FitData) -> None:
+def test_two_models_of_one_size_in_a_family_keep_their_own_effects(data: FitData) -> None:
     """LLaMA-1 13B and Llama-2 13B share a family and N but not their deviation from the law."""
-    by_size = bayes.Design.of(data)
+    by_size = Design.of(data)
     half = (np.arange(len(data)) // len(data.task_names)) % 2  # alternate configurations (rows: config x task)
     names = [f"{fam}-{p:g}-{h}" for fam, p, h in zip(data.family, data.params, half, strict=True)]
-    named = bayes.FitData.from_records(
+    named = FitData.from_records(
         **{k: getattr(data, k) for k in ("params", "bits", "group_size", "calib_samples", "correct", "n", "chance")},
         task=[data.task_names[k] for k in data.task],
         tier=[data.tier_names[t] for t in data.tier],
@@ -125,25 +128,27 @@ def test_two_models_of_one_size_in_a_family_keep_their_own_effects(data: bayes.F
         model=names,
     )
     assert named.validate() == []
-    split = bayes.Design.of(named)
+    split = Design.of(named)
     assert split.n_models == 2 * by_size.n_models and split.n_pairs == 2 * by_size.n_pairs
     two_sizes = _with(named, model=np.zeros(len(data), dtype=int))
     with pytest.raises(ValueError, match="different parameter counts"):
         two_sizes.validate()
 
 
-def test_single_model_size_fallback_keeps_alpha_at_its_prior(data: bayes.FitData) -> None:
+def test_single_model_size_fallback_keeps_alpha_at_its_prior(data: FitData) -> None:
     one = _with(data, params=np.full(len(data), 8e9))
     assert "alpha is its prior" in one.validate(allow_single_size=True)[0]
 
 
-def test_fitting_a_tier_without_rows_or_an_unknown_law_is_refused(data: bayes.FitData) -> None:
+def test_fitting_a_tier_without_rows_or_an_unknown_law_is_refused(data: FitData) -> None:
     with pytest.raises(ValueError, match="tier KX has no rows"):
-        infer.run_svi(_with(data, tier_names=[*data.tier_names, "KX"]), steps=20)
+        infer.run_svi(_with(data, tier_names=[*data.tier_names, "KX"]), SviSettings(steps=20))
     with pytest.raises(ValueError, match="unknown law form 'cubic'"):
-        infer.run_svi(data, steps=20, law_form="cubic")
-    with pytest.raises(ValueError, match="unknown likelihood"):
-        infer.run_svi(data, steps=20, likelihood="poisson")
+        infer.run_svi(data, SviSettings(steps=20), law_form="cubic")
+    with pytest.raises(ValueError, match="'beta_binomial' or 'binomial'"):  # settings refuse it before any fit
+        SviSettings(steps=20, likelihood="poisson")
+    with pytest.raises(ValueError, match="unknown likelihood 'poisson'"):  # and so does the model itself
+        bayes.stratified_law(data, likelihood="poisson")
 
 
 def test_fast_lgamma_matches_jax() -> None:
@@ -155,12 +160,12 @@ def test_fast_lgamma_matches_jax() -> None:
         assert np.max(np.abs(np.asarray(bayes.lgamma(x)) - np.asarray(gammaln(x)))) < 1e-9
 
 
-def test_a_factor_that_never_varies_does_not_touch_the_likelihood(data: bayes.FitData, prior_draws) -> None:
+def test_a_factor_that_never_varies_does_not_touch_the_likelihood(data: FitData, prior_draws) -> None:
     import jax
     from numpyro.infer.util import log_likelihood
 
     fixed = _with(data, calib_samples=np.full(len(data), 128.0))
-    design = bayes.Design.of(fixed)
+    design = Design.of(fixed)
     assert design.constant.tolist() == [False, False, True, False]
     latent = {k: v[0] for k, v in infer.latent_sites(prior_draws).items()}
     with jax.enable_x64(True):
@@ -169,23 +174,27 @@ def test_a_factor_that_never_varies_does_not_touch_the_likelihood(data: bayes.Fi
             m0 = latent["m_fam0"].copy()
             m0[:, 1] = gamma  # every tier's gamma (columns of m_fam: beta, gamma, delta)
             draws = {k: v[None] for k, v in {**latent, "m_fam0": m0}.items()}
-            return float(log_likelihood(bayes.stratified_law, draws, fixed, design)["correct"].sum())
+            return float(
+                log_likelihood(bayes.stratified_law, draws, fixed, design, correct=fixed.correct)["correct"].sum()
+            )
 
         assert loglik(-2.0) == pytest.approx(loglik(2.0), abs=1e-6)
 
 
-def test_model_effects_and_exponents_do_touch_the_likelihood(data: bayes.FitData, prior_draws) -> None:
+def test_model_effects_and_exponents_do_touch_the_likelihood(data: FitData, prior_draws) -> None:
     """The converse of the test above, so that it can fail: a varying factor's exponent moves the likelihood."""
     import jax
     from numpyro.infer.util import log_likelihood
 
-    design = bayes.Design.of(data)
+    design = Design.of(data)
     latent = {k: v[0] for k, v in infer.latent_sites(prior_draws).items()}
     with jax.enable_x64(True):
 
         def loglik(**change: np.ndarray) -> float:
             draws = {k: v[None] for k, v in {**latent, **change}.items()}
-            return float(log_likelihood(bayes.stratified_law, draws, data, design)["correct"].sum())
+            return float(
+                log_likelihood(bayes.stratified_law, draws, data, design, correct=data.correct)["correct"].sum()
+            )
 
         base = loglik()
         assert abs(loglik(v_model=latent["v_model"] + 0.3) - base) > 1.0
@@ -204,7 +213,7 @@ def _inside(post: infer.Posterior, sites: dict[str, np.ndarray], level: float = 
 
 
 @pytest.fixture(scope="module")
-def nuts_fit(truth_fit, fits) -> tuple[bayes.FitData, dict[str, np.ndarray], infer.Posterior]:
+def nuts_fit(truth_fit, fits) -> tuple[FitData, dict[str, np.ndarray], infer.Posterior]:
     return truth_fit[0], truth_fit[1], fits[0]
 
 
@@ -265,14 +274,14 @@ def test_90_percent_intervals_cover_the_truth_90_percent_of_the_time(prior_draws
 
 def test_svi_converges_and_says_so(truth_fit) -> None:
     d, sites = truth_fit
-    post = infer.run_svi(d, steps=3000, seed=0)
+    post = infer.run_svi(d, SviSettings(steps=3000))
     conv = post.diagnostics.svi
     assert conv is not None and conv.converged, conv
     assert post.diagnostics_ok()
     assert _inside(post, sites, level=0.98).mean() >= 0.6
 
 
-def test_svi_cut_short_is_reported_unconverged(data: bayes.FitData) -> None:
-    post = infer.run_svi(data, steps=40, lr=1e-3, seed=0)
+def test_svi_cut_short_is_reported_unconverged(data: FitData) -> None:
+    post = infer.run_svi(data, SviSettings(steps=40, lr=1e-3))
     assert post.diagnostics.svi is not None and not post.diagnostics.svi.converged
     assert not post.diagnostics_ok()

@@ -7,9 +7,9 @@ from close import assert_close
 
 from fit.cli import app
 from fit.ols import FitError
-from fit.pipeline import fit_profile
+from fit.pipeline import command_for, fit_profile
 from profiles import DIR as PROFILES
-from strata.profile import PROFILE_SCHEMA_VERSION, ProfileError, load_profile
+from strata.profile import PROFILE_SCHEMA_VERSION, NutsSettings, OlsSettings, ProfileError, SviSettings, load_profile
 
 
 def _run(args):
@@ -25,6 +25,7 @@ BAYESIAN = {"qwen3": "llama", "llama": "qwen3"}  # shipped NUTS profiles, each f
 def test_shipped_ols_profile_is_what_its_command_regenerates(name, tmp_path):
     shipped = json.loads((PROFILES / f"{name}.json").read_text())
     assert shipped["command"] == f"fit run --preset {name} --out profiles/{name}.json"
+    assert shipped["schema_version"] == PROFILE_SCHEMA_VERSION == 2 and shipped["settings"] == {"engine": "ols"}
     out = tmp_path / f"{name}.json"
     result = _run(["run", "--preset", name, "--out", str(out)])
     assert result.exit_code == 0, result.output
@@ -40,6 +41,8 @@ def test_shipped_bayesian_profile_records_its_command_and_passed_its_diagnostics
     prof = load_profile(PROFILES / f"{name}.json")
     assert prof.command == f"fit run --preset {name} --engine nuts --joint {BAYESIAN[name]} --out profiles/{name}.json"
     assert prof.engine == "nuts" and prof.diagnostics is not None
+    assert prof.settings == NutsSettings()  # the defaults, so the command names none of them
+    assert prof.command == command_for(name, prof.settings, (BAYESIAN[name],))
     d = prof.diagnostics
     assert d.problems == [] and not d.forced and d.divergences == 0
     assert max(d.r_hat_max.values()) <= 1.01 and min(d.ess_min.values()) >= 400
@@ -101,6 +104,30 @@ def _fit(**kw):
     base = dict(preset=None, name="t", families=["Qwen3"], stages=[], method="GPTQ", store=None,
                 published="shipped", tier_map=None, include_suspect=False, engine="ols", command="test")  # fmt: skip
     return fit_profile(**{**base, **kw})
+
+
+def test_the_command_is_derived_from_the_settings_and_names_only_what_differs():
+    assert (
+        command_for("qwen3-base", OlsSettings(), ("llama",))
+        == "fit run --preset qwen3-base --out profiles/qwen3-base.json"
+    )
+    assert command_for("qwen3", SviSettings(steps=40, seed=3), ("llama", "qwen3")) == (
+        "fit run --preset qwen3 --engine svi --joint llama --svi-steps 40 --seed 3 --out profiles/qwen3.json"
+    )
+    assert command_for("llama", NutsSettings(warmup=30, target_accept=0.9)) == (
+        "fit run --preset llama --engine nuts --warmup 30 --target-accept 0.9 --out profiles/llama.json"
+    )
+    with pytest.raises(FitError, match="no flag for the setting 'max_tree_depth'"):  # a command must reproduce it
+        command_for("llama", NutsSettings(max_tree_depth=6))
+
+
+def test_settings_of_another_engine_or_a_bad_flag_are_refused(tmp_path):
+    with pytest.raises(FitError, match="settings for engine 'svi' given to engine 'nuts'"):
+        _fit(engine="nuts", settings=SviSettings())
+    result = _run(
+        ["run", "--preset", "qwen3", "--engine", "nuts", "--likelihood", "poisson", "--out", str(tmp_path / "x.json")]
+    )
+    assert result.exit_code == 2 and "--likelihood 'poisson'" in result.output and "Traceback" not in result.output
 
 
 def test_fit_refuses_data_with_one_model_size(tmp_path):
@@ -176,6 +203,8 @@ def test_fit_run_bayesian_smoke_refuses_a_failed_fit_unless_forced(engine, tiny,
     prof = load_profile(out)
     assert prof.engine == engine and prof.diagnostics is not None
     assert prof.diagnostics.forced and prof.diagnostics.problems
+    settings = NutsSettings(warmup=30, samples=30) if engine == "nuts" else SviSettings(steps=40)
+    assert prof.settings == settings and " ".join(tiny) in prof.command  # stored, and the command built from them
     draws = 2 * 30 if engine == "nuts" else 200  # all of 2 chains x 30, or the profile's 200 of SVI's 1000
     assert set(prof.tiers) == {"KA", "KR"} and len(prof.tiers["KA"].draws["alpha"]) == draws
 
