@@ -10,10 +10,13 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from advisor import catalog, core
 from advisor.catalog import ModelInfo
+from advisor.condition import Conditioning, shipped_baseline
 from advisor.schema import Deployment, Frontier, Prediction, Recommendation
+from strata.baseline import Baseline, load_baseline, parse_baseline
 from strata.profile import Profile, ProfileError, load_profile
 
 
@@ -63,10 +66,33 @@ def choose_profile(model: ModelInfo, profile: str | None = None) -> tuple[Profil
     )
 
 
-def _query(model: str | ModelInfo, profile: str | None, **model_kw: object) -> core.Query:
-    info = model if isinstance(model, ModelInfo) else resolve_model(model, **model_kw)  # type: ignore[arg-type]
+BaselineArg = str | Path | dict[str, Any] | Baseline | None
+
+
+def _query(
+    model: str | ModelInfo,
+    profile: str | None,
+    baseline: BaselineArg = None,
+    published: bool = True,
+    requested: str | None = None,
+    **model_kw: Any,
+) -> core.Query:
+    """The model, its profile, and its own unquantized scores: ``baseline`` (a file, a dict or a Baseline), else
+    (``published``) the published scores shipped for that very model id, else none (the law alone)."""
+    info = model if isinstance(model, ModelInfo) else resolve_model(model, **model_kw)
     prof, path = choose_profile(info, profile)
-    return core.Query(info, prof, path)
+    found: tuple[Baseline, str] | None = None
+    if isinstance(baseline, Baseline):
+        found = baseline, "given"
+    elif isinstance(baseline, dict):
+        found = parse_baseline(baseline), "given"
+    elif baseline is not None:
+        found = load_baseline(baseline), str(baseline)
+    elif published:
+        names = [n for n in (requested, model if isinstance(model, str) else None) if n]
+        found = shipped_baseline(*names, info.hf_id, info.name, *info.aliases)
+    cond = Conditioning.of(prof, info.name, info.params, *found) if found is not None else None
+    return core.Query(info, prof, path, cond)
 
 
 def recommend(
@@ -84,6 +110,8 @@ def recommend(
     confidence: float | None = 0.9,
     deployment: Deployment | None = None,
     allow_slow: bool = False,
+    baseline: BaselineArg = None,
+    published_baseline: bool = True,
 ) -> Recommendation:
     """The cheapest (B, G, Cb) meeting the tier targets; see ``advisor.core`` for the definitions.
 
@@ -91,7 +119,7 @@ def recommend(
     what the engine serves; ``allow_slow`` also admits configurations it runs only on a slow kernel path."""
     targets = {t: v for t, v in (("KM", min_km), ("KA", min_ka), ("KR", min_kr)) if v is not None}
     return core.recommend(
-        _query(model, profile),
+        _query(model, profile, baseline, published_baseline),
         targets,
         memory_gb=memory_gb,
         bits_grid=bits,
@@ -114,9 +142,14 @@ def predict(
     profile: str | None = None,
     extrapolate: bool = False,
     deployment: Deployment | None = None,
+    baseline: BaselineArg = None,
+    published_baseline: bool = True,
 ) -> Prediction:
-    """Predicted per-tier and per-task accuracy of one configuration (and its memory bill with ``deployment``)."""
-    q = _query(model, profile)
+    """Predicted per-tier and per-task accuracy of one configuration (and its memory bill with ``deployment``).
+
+    ``baseline``: the model's own unquantized scores (see ``strata.baseline``); by default the published ones
+    shipped for this model id, if any (``published_baseline=False``: the law alone)."""
+    q = _query(model, profile, baseline, published_baseline)
     return core.predict(q, bits, group_size, calib_samples, tasks, extrapolate=extrapolate, deployment=deployment)
 
 
@@ -131,10 +164,12 @@ def frontier(
     calib_samples: Sequence[int] = core.DEFAULT_CALIB,
     deployment: Deployment | None = None,
     allow_slow: bool = False,
+    baseline: BaselineArg = None,
+    published_baseline: bool = True,
 ) -> Frontier:
     """Every configuration no other beats on memory and every tier's predicted mean at once, cheapest first."""
     return core.frontier(
-        _query(model, profile),
+        _query(model, profile, baseline, published_baseline),
         targets,
         memory_gb=memory_gb,
         bits_grid=bits,

@@ -70,6 +70,13 @@ def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--family", help="model family with --params (Qwen3, Llama-3, Llama-2, ...)")
     p.add_argument("--profile", help="profile name (qwen3, qwen3-base, llama) or JSON path; default: by family")
     p.add_argument("--json", action="store_true", help="print the answer as JSON (schema_version 2)")
+    p.add_argument(
+        "--baseline",
+        metavar="FILE",
+        help="the model's own unquantized scores (JSON: `calibrate evaluate --json` output, or "
+        '{"tasks": {"arc_easy": {"mean": 0.801}}}); default: its published scores, where strata ships them',
+    )
+    p.add_argument("--no-baseline", action="store_true", help="predict from the law alone, ignoring any baseline")
 
 
 def _deployment_args(p: argparse.ArgumentParser) -> None:
@@ -165,16 +172,18 @@ def run(argv: Sequence[str] | None = None) -> int:
             return _print_profiles(api.shipped_profiles())
         info = api.resolve_model(args.model, **_model_kw(args))
         dep = Deployment(engine=args.engine, context=args.context, batch=args.batch, kv_dtype=args.kv_dtype)
+        if args.baseline and args.no_baseline:
+            _fail("--baseline and --no-baseline exclude each other; give one")
+        query = api._query(info, args.profile, args.baseline, not args.no_baseline, requested=args.model)
         if args.command == "predict":
             if len(args.group_size) != 1:
                 _fail("--group-size takes one value")
-            pred = api.predict(
-                info,
-                bits=args.bits,
-                group_size=args.group_size[0],
-                calib_samples=args.calib_samples,
-                tasks=args.task,
-                profile=args.profile,
+            pred = core.predict(
+                query,
+                args.bits,
+                args.group_size[0],
+                args.calib_samples,
+                args.task,
                 extrapolate=args.extrapolate,
                 deployment=dep,
             )
@@ -184,7 +193,6 @@ def run(argv: Sequence[str] | None = None) -> int:
         for tier in ("km", "ka", "kr"):
             if getattr(args, f"min_{tier}") is not None:
                 targets[tier.upper()] = getattr(args, f"min_{tier}")
-        query = api._query(info, args.profile)
         grid = {
             "memory_gb": args.memory_gb,
             "bits_grid": args.bits or core.DEFAULT_BITS,

@@ -15,13 +15,16 @@ import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
+from typing import Any
 
 import numpy as np
 
 from advisor import engines
 from advisor.catalog import ModelInfo
+from advisor.condition import Conditioning
 from advisor.memory import GB, kv_cache_bytes, memory_bill, quantized_bytes, unquantized_bytes
 from advisor.schema import (
+    BaselineAnswer,
     Candidate,
     Deployment,
     Frontier,
@@ -36,6 +39,7 @@ from advisor.schema import (
     TaskAnswer,
     TierAnswer,
 )
+from strata.baseline import adj_from_z
 from strata.errors import UserError
 from strata.law import TIERS, denormalize, effective_group_size
 from strata.profile import LawFit, Profile, law_draws
@@ -56,6 +60,28 @@ class Query:
     model: ModelInfo
     profile: Profile
     profile_path: str
+    conditioning: Conditioning | None = None  # the model's own unquantized scores, when known
+
+    def tier_draws(self, tier: str, bits: Any, group: Any, calib: Any) -> np.ndarray:
+        """Predictive chance-adjusted draws (S, M) of a tier: given the baseline where it conditions the tier."""
+        c, m = self.conditioning, self.model
+        if c is not None and tier in c.tiers:
+            return c.tier(tier, bits, group, calib)
+        return law_draws(_tier_law(self.profile, tier), m.params, bits, group, calib, model=m.name, tier=tier)
+
+    def task_draws(self, task: str, bits: Any, group: Any, calib: Any) -> np.ndarray:
+        c, m, law = self.conditioning, self.model, self.profile.tasks[task]
+        if c is not None:
+            return c.task(task, bits, group, calib)
+        return law_draws(law, m.params, bits, group, calib, model=m.name, tier=law.tier)
+
+    def baseline_answer(self) -> BaselineAnswer | None:
+        c = self.conditioning
+        if c is None:
+            return None
+        return BaselineAnswer(
+            source=c.source, conditioned=c.tiers, law_only=c.law_only, not_conditioned=c.skipped, unused=c.unused
+        )
 
 
 def tier_tasks(profile: Profile, tier: str) -> list[str]:
@@ -158,22 +184,28 @@ def predict(
             )
     b, c = np.array([bits], float), np.array([calib], float)
     g = np.asarray(effective_group_size(np.array([group], float), m.arch.hidden_size))
-    laws = p.unquantized if bits == 16 else p.tiers
-    tiers = {
-        t: TierAnswer(**_interval(law_draws(law, m.params, b, g, c, model=m.name, tier=t)[:, 0]).model_dump(),
-                      tasks=tier_tasks(p, t))
-        for t, law in laws.items()
-    }  # fmt: skip
+    if bits == 16:
+        tiers = {
+            t: TierAnswer(**iv.model_dump(), tasks=tier_tasks(p, t)) for t, iv in _unquantized(q, list(p.tiers)).items()
+        }
+    else:
+        tiers = {t: TierAnswer(**_interval(q.tier_draws(t, b, g, c)[:, 0]).model_dump(), tasks=tier_tasks(p, t))
+                 for t in p.tiers}  # fmt: skip
     unknown = [t for t in tasks if t not in p.tasks]
     if unknown:
         raise AdviceError(f"profile {p.name} has no law for task {unknown[0]}; it knows {', '.join(p.tasks)}")
     answers = {}
-    if bits != 16:
-        for name in tasks or list(p.tasks):
-            law = p.tasks[name]
-            adj = law_draws(law, m.params, b, g, c, model=m.name, tier=law.tier)[:, 0]
-            raw = denormalize(adj, law.chance)
-            answers[name] = TaskAnswer(**_interval(np.asarray(raw)).model_dump(), tier=law.tier, chance=law.chance)
+    for name in tasks or list(p.tasks):
+        law = p.tasks[name]
+        if bits == 16:
+            base = q.conditioning.baseline.tasks.get(name) if q.conditioning is not None else None
+            if base is None:
+                continue  # no per-task 16-bit law: a task's unquantized value is known only from a baseline
+            adj = _baseline_task_draws(q, name)
+        else:
+            adj = q.task_draws(name, b, g, c)[:, 0]
+        raw = denormalize(adj, law.chance)
+        answers[name] = TaskAnswer(**_interval(np.asarray(raw)).model_dump(), tier=law.tier, chance=law.chance)
     mem = quantized_bytes(m.arch, bits, group).total if bits != 16 else unquantized_bytes(m.arch)
     return Prediction(
         model=_model_answer(m),
@@ -183,6 +215,7 @@ def predict(
         memory=_bill(m, bits, group, dep),
         kernel=kernel,  # type: ignore[arg-type]
         deployment=dep,
+        baseline=q.baseline_answer(),
         tiers=tiers,
         tasks=answers,
         extrapolates=extrapolation(p, m, bits, group, calib),
@@ -234,6 +267,7 @@ def recommend(
         targets=targets,
         memory_budget_gb=memory_gb,
         deployment=dep,
+        baseline=q.baseline_answer(),
         confidence=confidence,
         found=bool(chosen),
         recommendation=_candidate(q, grid, scored, chosen[0]) if chosen else None,
@@ -250,13 +284,24 @@ def recommend(
 
 
 def _unquantized(q: Query, tiers: list[str]) -> dict[str, Interval]:
-    """The model's predicted 16-bit value of each tier that has a 16-bit law in the profile."""
-    one, m = np.array([1.0]), q.model
-    return {
-        t: _interval(law_draws(q.profile.unquantized[t], m.params, one * 16, one, one * 2, model=m.name, tier=t)[:, 0])
-        for t in tiers
-        if t in q.profile.unquantized
-    }
+    """The model's 16-bit value of each tier: its baseline where one conditions the tier (with its item noise),
+    else the profile's 16-bit law's prediction (where the profile has one)."""
+    one, m, c = np.array([1.0]), q.model, q.conditioning
+    out = {}
+    for t in tiers:
+        known = c.tier_baseline(t, 400) if c is not None and t in c.tiers else None
+        if known is not None:
+            out[t] = _interval(known)
+        elif t in q.profile.unquantized:
+            law = q.profile.unquantized[t]
+            out[t] = _interval(law_draws(law, m.params, one * 16, one, one * 2, model=m.name, tier=t)[:, 0])
+    return out
+
+
+def _baseline_task_draws(q: Query, task: str) -> np.ndarray:
+    c = q.conditioning
+    assert c is not None
+    return adj_from_z(c._baseline_z([task], 400, task))
 
 
 def _check_targets(targets: dict[str, float], confidence: float | None) -> None:
@@ -288,12 +333,11 @@ def _absolute_targets(q: Query, targets: dict[str, float], scale: str) -> dict[s
     """Targets on the chance-adjusted scale: relative ones are fractions of the model's predicted 16-bit value."""
     if scale != RELATIVE:
         return dict(targets)
-    one, m = np.array([1.0]), q.model
-    out = {}
-    for t, v in targets.items():
-        unq = _tier_law(q.profile, t, unquantized=True)
-        out[t] = v * float(law_draws(unq, m.params, one * 16, one, one * 2, model=m.name, tier=t).mean())
-    return out
+    unq = _unquantized(q, list(targets))
+    for t in targets:
+        if t not in unq:
+            _tier_law(q.profile, t, unquantized=True)  # raises: no 16-bit value to be relative to
+    return {t: v * unq[t].mean for t, v in targets.items()}
 
 
 @dataclass(frozen=True)
@@ -431,11 +475,9 @@ def _score(
     q: Query, grid: _Grid, targets: dict[str, float], confidence: float | None, tiers: Sequence[str] = ()
 ) -> _Scored:
     """Draws of the targeted tiers (and of ``tiers``, predicted without a target) over the grid."""
-    m = q.model
-    draws = {
-        t: law_draws(_tier_law(q.profile, t), m.params, grid.bits, grid.group_eff, grid.calib, model=m.name, tier=t)
-        for t in dict.fromkeys([*targets, *tiers])
-    }
+    for t in dict.fromkeys([*targets, *tiers]):
+        _tier_law(q.profile, t)  # a tier the profile has no quantized law for: one line
+    draws = {t: q.tier_draws(t, grid.bits, grid.group_eff, grid.calib) for t in dict.fromkeys([*targets, *tiers])}
     return _Scored(targets, draws, confidence)
 
 

@@ -53,6 +53,22 @@ def _bill(c: Candidate | Prediction, console: Console) -> None:
         )
 
 
+def _baseline(answer: Recommendation | Prediction, console: Console) -> None:
+    b = answer.baseline
+    if b is None:
+        console.print("[dim]baseline: none (the law alone; give --baseline FILE with the model's 16-bit scores)[/]")
+        return
+    tiers = ", ".join(b.conditioned) or "no tier"
+    console.print(f"baseline: {b.source} · conditions {tiers}")
+    for tier, tasks in b.law_only.items():
+        if tasks:
+            console.print(f"[yellow]{tier}: not in the baseline, from their laws alone:[/] {', '.join(tasks)}")
+    for tier, why in b.not_conditioned.items():
+        console.print(f"[yellow]{tier} from the law alone:[/] {why}")
+    if b.unused:
+        console.print(f"[dim]unused baseline tasks: {'; '.join(b.unused)}[/]")
+
+
 def show(answer: Recommendation | Prediction | Frontier, console: Console | None = None) -> None:
     console = console or Console()
     m = answer.model
@@ -74,6 +90,7 @@ def show(answer: Recommendation | Prediction | Frontier, console: Console | None
             + kernel
         )
         _bill(answer, console)
+        _baseline(answer, console)
         table = Table(title="tiers (chance-adjusted)", title_justify="left")
         table.add_column("tier")
         table.add_column("mean [90%]", justify="right")
@@ -101,6 +118,7 @@ def show(answer: Recommendation | Prediction | Frontier, console: Console | None
         ctx = f", {d.batch} x {d.context} tokens, KV {d.kv_dtype}" if d.context is not None else ""
         budget += f" · engine {d.engine}{ctx}"
     console.print(f"targets ({scale}): {targets}{conf}{budget} · BF16 weights {answer.bf16_gb:.2f} GB")
+    _baseline(answer, console)
     tiers = list(answer.targets)
     shown = answer.recommendation or answer.closest
     if shown is not None:

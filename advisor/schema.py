@@ -37,6 +37,18 @@ class QuantConfig(_Strict):
     act_order: bool = Field(default=False, description="columns in Hessian order (desc_act)")
 
 
+class BaselineAnswer(_Strict):
+    """The model's own unquantized scores the answer is conditioned on."""
+
+    source: str = Field(description="where the scores come from: a file, or the published table shipped")
+    conditioned: dict[str, list[str]] = Field(description="tier -> the baseline tasks it is conditioned on")
+    law_only: dict[str, list[str]] = Field(
+        default_factory=dict, description="tier -> its tasks the baseline lacks, predicted by their own laws"
+    )
+    not_conditioned: dict[str, str] = Field(default_factory=dict, description="tier -> why not (law alone)")
+    unused: list[str] = Field(default_factory=list, description="baseline tasks the answer does not use, and why")
+
+
 class Deployment(_Strict):
     """Where the model will be served: what the memory bill and the kernel check are computed for."""
 
@@ -99,6 +111,7 @@ class Recommendation(_Strict):
     targets: dict[str, float] = Field(description="per-tier targets as given, on `scale`")
     memory_budget_gb: float | None
     deployment: Deployment = Field(default_factory=Deployment)
+    baseline: BaselineAnswer | None = Field(default=None, description="the unquantized scores conditioned on")
     confidence: float | None
     found: bool
     recommendation: Candidate | None
@@ -129,6 +142,7 @@ class Prediction(_Strict):
     memory: MemoryParts | None = None
     kernel: Literal["fast", "slow"] | None = None
     deployment: Deployment = Field(default_factory=Deployment)
+    baseline: BaselineAnswer | None = None
     tiers: dict[str, TierAnswer]
     tasks: dict[str, TaskAnswer]
     extrapolates: list[str] = Field(default_factory=list)

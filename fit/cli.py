@@ -14,15 +14,12 @@ from typing import Annotated
 
 import typer
 
+from strata.cli import Typer
+from strata.errors import UserError
 from strata.profile import NutsSettings, SviSettings
 
 NUTS, SVI = NutsSettings(), SviSettings()  # the flags' defaults: the settings' own
-app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__, pretty_exceptions_enable=False)
-
-
-def _fail(msg: str) -> None:
-    typer.echo(f"fit: error: {msg}", err=True)
-    raise typer.Exit(2)
+app = Typer("fit", add_completion=False, no_args_is_help=True, help=__doc__)  # its commands end in one line
 
 
 @app.callback()
@@ -69,34 +66,26 @@ def run(
     force: Annotated[bool, typer.Option(help="write the profile even if R-hat/ESS/divergences fail (marked)")] = False,
 ) -> None:
     """Fit a profile and write it as JSON."""
-    from calibrate.published import PublishedDataError
-    from calibrate.store import StoreError
-    from fit.ols import FitError
     from fit.pipeline import fit_profile, settings_from_flags
-    from strata.tiermap import TierMapError
 
     flags = dict(warmup=warmup, samples=samples, chains=chains, steps=svi_steps, target_accept=target_accept,
                  seed=seed, likelihood=likelihood)  # fmt: skip
-    try:
-        profile = fit_profile(
-            preset=preset,
-            name=name or (None if preset else out.stem),
-            families=family or [],
-            stages=stage or [],
-            method=method,
-            store=store,
-            published=None if no_published else (published or "shipped"),
-            tier_map=tier_map,
-            include_suspect=include_suspect,
-            engine=engine,
-            command=" ".join(["fit", *map(shlex.quote, sys.argv[1:])]),
-            settings=settings_from_flags(engine, flags),
-            joint=tuple(joint or ()),
-            force=force,
-        )
-    except (FitError, StoreError, TierMapError, PublishedDataError) as exc:
-        _fail(str(exc))
-        return
+    profile = fit_profile(
+        preset=preset,
+        name=name or (None if preset else out.stem),
+        families=family or [],
+        stages=stage or [],
+        method=method,
+        store=store,
+        published=None if no_published else (published or "shipped"),
+        tier_map=tier_map,
+        include_suspect=include_suspect,
+        engine=engine,
+        command=" ".join(["fit", *map(shlex.quote, sys.argv[1:])]),
+        settings=settings_from_flags(engine, flags),
+        joint=tuple(joint or ()),
+        force=force,
+    )
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(profile.model_dump_json(indent=1, exclude_none=True) + "\n")
     fits = ", ".join(f"{t} adj R² {law.adj_r2:.3f}" for t, law in profile.tiers.items() if law.adj_r2 is not None)
@@ -120,7 +109,6 @@ def validate(
     from rich.console import Console
     from rich.table import Table
 
-    from fit.ols import FitError
     from fit.pipeline import gather, spec_for
     from fit.validate import METHODS, bayes_scorer, evaluate, family_split, largest_model_split, markdown_table
 
@@ -130,16 +118,12 @@ def validate(
     elif engine == "svi":
         methods["Bayesian (SVI)"] = bayes_scorer(SviSettings())
     elif engine != "none":
-        _fail(f"unknown engine {engine!r}; use nuts, svi or none")
-    try:
-        quant, _ = gather(spec_for(preset))
-        scores = evaluate(largest_model_split(quant), methods)
-        if across:
-            other, _ = gather(spec_for(across))
-            scores += evaluate(family_split(quant, other, f"fit {preset}, predict {across}"), methods)
-    except FitError as exc:
-        _fail(str(exc))
-        return
+        raise UserError(f"unknown engine {engine!r}; use nuts, svi or none")
+    quant, _ = gather(spec_for(preset))
+    scores = evaluate(largest_model_split(quant), methods)
+    if across:
+        other, _ = gather(spec_for(across))
+        scores += evaluate(family_split(quant, other, f"fit {preset}, predict {across}"), methods)
     table = Table(title="held-out validation (chance-adjusted tier means)")
     for col in ("split", "tier", "method", "n", "MAE (points)", "90% coverage"):
         table.add_column(col)
@@ -158,21 +142,15 @@ def report(
     with_validation: Annotated[bool, typer.Option(help="run `fit validate` and add its table")] = True,
 ) -> None:
     """Write the paper's figures with 90% bands, and a markdown summary."""
-    from fit.ols import FitError
     from fit.pipeline import gather, spec_for
     from fit.report import write_report
     from fit.validate import METHODS, evaluate, largest_model_split, markdown_table
-    from strata.profile import ProfileError, load_profile
+    from profiles import DIR
+    from strata.profile import load_profile
 
-    try:
-        from profiles import DIR
-
-        prof = load_profile(profile or DIR / f"{preset}.json")
-        quant, _ = gather(spec_for(preset))
-        table = markdown_table(evaluate(largest_model_split(quant), METHODS)) if with_validation else None
-    except (FitError, ProfileError) as exc:
-        _fail(str(exc))
-        return
+    prof = load_profile(profile or DIR / f"{preset}.json")
+    quant, _ = gather(spec_for(preset))
+    table = markdown_table(evaluate(largest_model_split(quant), METHODS)) if with_validation else None
     for path in write_report(prof, quant, out, table):
         typer.echo(f"wrote {path}", err=True)
 

@@ -82,7 +82,7 @@ def test_the_frontier_is_exactly_the_non_dominated_set(capsys):
 def frontier_png(tmp_path, capsys):
     pytest.importorskip("matplotlib")
     path = tmp_path / "front.png"
-    code, out, err = cli(capsys, "frontier", "--model", "qwen3-8b", "--min-kr", "0.3", "--plot", str(path))
+    code, _, err = cli(capsys, "frontier", "--model", "qwen3-8b", "--min-kr", "0.3", "--plot", str(path))
     assert code == 0, err
     return path
 

@@ -1,0 +1,149 @@
+"""Predictions for *this* model: the profile's laws conditioned on the model's own unquantized scores.
+
+The maths is ``strata.baseline``'s (analytic: the baseline pins the model's deviation from the law). Here: which
+tiers a baseline can condition (all of the tier's tasks present, on the metric the profile was fitted on), the
+draws for tiers and tasks, and what the answer says about it. Defaults: the published unquantized accuracies of
+the model (``advisor/data/baselines.json``, made by ``scripts/make_baselines.py``) when the user gives none.
+"""
+
+from __future__ import annotations
+
+import json
+import zlib
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from strata.baseline import Baseline, adj_from_z, conditioned_z, parse_baseline, tier_baseline_z
+from strata.law import log_neg_log_acc
+from strata.profile import LawFit, Profile, law_coef, law_draws
+
+_SHIPPED = Path(__file__).with_name("data") / "baselines.json"
+UNKNOWN_ITEMS = 1000  # items assumed behind a score whose task the tier map does not size
+
+
+@cache
+def _shipped() -> dict[str, Any]:
+    return dict(json.loads(_SHIPPED.read_text())["models"])
+
+
+def shipped_baseline(*names: str) -> tuple[Baseline, str] | None:
+    """The published unquantized scores of the first name found (a model id as published, case-insensitive)."""
+    models = _shipped()
+    for name in names:
+        entry = models.get(name.strip().lower()) or models.get(name.strip().lower().split("/")[-1])
+        if entry is not None:
+            sources = sorted({t["source"] for t in entry["tasks"].values()})
+            base = parse_baseline({"model": entry["model"], "tasks": entry["tasks"], "source": "; ".join(sources)})
+            return base, f"published: {entry['model']} ({entry['stage']}), {'; '.join(sources)}"
+    return None
+
+
+def _z(law: LawFit, params: float, bits: Any, group: Any, calib: Any) -> np.ndarray:
+    """z = ln(-ln Acc_adj) of the law itself (no model deviation), (S, M)."""
+    return np.asarray(log_neg_log_acc(law_coef(law), params, bits, group, calib))
+
+
+def _align(z: np.ndarray, size: int, key: str) -> np.ndarray:
+    """Draws of an independently fitted law brought to ``size`` rows (resampled, seeded, when counts differ)."""
+    if z.shape[0] == size:
+        return z
+    return z[np.random.default_rng(zlib.crc32(key.encode())).integers(0, z.shape[0], size)]
+
+
+@dataclass
+class Conditioning:
+    """What one baseline says about one model under one profile."""
+
+    profile: Profile
+    model: str
+    params: float
+    baseline: Baseline
+    source: str
+    items: dict[str, int]  # task -> items behind its baseline score
+    tiers: dict[str, list[str]] = field(default_factory=dict)  # tier -> the baseline tasks it is conditioned on
+    law_only: dict[str, list[str]] = field(default_factory=dict)  # tier -> its tasks the baseline lacks
+    skipped: dict[str, str] = field(default_factory=dict)  # tier -> why it is not conditioned
+    unused: list[str] = field(default_factory=list)  # baseline tasks the profile does not use, with why
+
+    @classmethod
+    def of(cls, profile: Profile, model: str, params: float, baseline: Baseline, source: str) -> Conditioning:
+        from strata.tiermap import load_tier_map
+
+        tmap = load_tier_map()
+        items = {}
+        for name, t in baseline.tasks.items():
+            spec = tmap.tasks.get(tmap.resolve(name) or name)
+            items[name] = t.n or (spec.items if spec is not None and spec.items else UNKNOWN_ITEMS)
+        c = cls(profile, model, params, baseline, source, items)
+        used: set[str] = set()
+        for tier in profile.tiers:
+            tasks = [k for k, law in profile.tasks.items() if law.tier == tier]
+            known = [k for k in tasks if k in baseline.tasks and baseline.tasks[k].metric == "acc"]
+            if not tasks:
+                c.skipped[tier] = "the profile names no tasks for this tier"
+            elif tier not in profile.unquantized:
+                c.skipped[tier] = "the profile has no 16-bit law for this tier, so no drop to apply"
+            elif not known:
+                c.skipped[tier] = f"the baseline has none of its tasks ({', '.join(tasks)}) on the profile's metric acc"
+            else:
+                c.tiers[tier] = known
+                c.law_only[tier] = [k for k in tasks if k not in known]
+                used |= set(known)
+        for name, t in baseline.tasks.items():
+            if name not in used:
+                why = "not a task of the profile" if name not in profile.tasks else "its tier is not conditioned"
+                if name in profile.tasks and t.metric != "acc":
+                    why = f"metric {t.metric}, the profile's is acc"
+                c.unused.append(f"{name}: {why}")
+        return c
+
+    def _laws(self, tier: str, bits: Any, group: Any, calib: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Draws of the tier's quantized law (S, M) and 16-bit law (S, 1), and the drop sd (S,)."""
+        law, unq = self.profile.tiers[tier], self.profile.unquantized[tier]
+        zq = _z(law, self.params, bits, group, calib)
+        one = np.array([1.0])
+        zu = _align(_z(unq, self.params, one * 16, one, one * 2), zq.shape[0], f"{self.model}:{tier}:u")
+        return zq, zu, self._drop_sd(law, zq.shape[0])
+
+    def _baseline_z(self, tasks: list[str], size: int, key: str) -> np.ndarray:
+        data = {k: (self.baseline.tasks[k].mean, self.items[k], self.profile.tasks[k].chance) for k in tasks}
+        return tier_baseline_z(data, size, f"{self.model}:{key}:baseline")[0]
+
+    @staticmethod
+    def _drop_sd(law: LawFit, size: int) -> np.ndarray:
+        """How far one model's drop strays from the law's: the profile's measured spread, else its omega."""
+        sd = getattr(law, "drop_sd", None)
+        if sd is not None:
+            return np.full(size, float(sd))
+        if law.draws and "omega" in law.draws:
+            return np.resize(np.asarray(law.draws["omega"], float), size)
+        return np.zeros(size)
+
+    def tier(self, tier: str, bits: Any, group: Any, calib: Any) -> np.ndarray:
+        """Chance-adjusted draws (S, M) of the tier for this model: the mean over its tasks (what a tier is), each
+        task from its own baseline moved by the tier's drop, or from its own law where the baseline lacks it."""
+        tasks = [*self.tiers[tier], *self.law_only[tier]]
+        draws = [self.task(k, bits, group, calib) for k in tasks]
+        size = max(d.shape[0] for d in draws if d is not None)
+        return np.mean([_align(d, size, f"{self.model}:{k}") for k, d in zip(tasks, draws, strict=True)], axis=0)
+
+    def tier_baseline(self, tier: str, size: int) -> np.ndarray | None:
+        """Draws of the tier's 16-bit value when the baseline holds all its tasks (else None: only part is known)."""
+        if self.law_only.get(tier):
+            return None
+        return adj_from_z(self._baseline_z(self.tiers[tier], size, tier))
+
+    def task(self, task: str, bits: Any, group: Any, calib: Any) -> np.ndarray:
+        """Chance-adjusted draws of one task: its own baseline moved by its tier's predicted drop (tasks of a tier
+        share the model's deviation, as in the fit), or its own law where the baseline does not hold it."""
+        law = self.profile.tasks[task]
+        tier = law.tier
+        if tier is None or tier not in self.tiers or task not in self.tiers[tier]:
+            return law_draws(law, self.params, bits, group, calib, model=self.model, tier=tier)
+        zq, zu, sd = self._laws(tier, bits, group, calib)
+        z0 = self._baseline_z([task], zq.shape[0], task)
+        return adj_from_z(conditioned_z(zq, zu, z0, sd, f"{self.model}:{tier}:drop"))

@@ -1,0 +1,121 @@
+"""Predictions conditioned on the model's own unquantized scores (strata.baseline, advisor.condition)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+import advisor
+from advisor.cli import run
+from strata.baseline import BaselineError, load_baseline, parse_baseline
+
+
+def cli(capsys, *argv):
+    try:
+        code = run(list(argv))
+    except SystemExit as exc:
+        code = exc.code
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+QWEN3_8B = {"arc_easy": 0.835, "boolq": 0.865, "hellaswag": 0.571, "mmlu": 0.747, "piqa": 0.764,
+            "arc_challenge": 0.555, "winogrande": 0.68}  # fmt: skip  # arXiv:2505.02214v1 Table 2, FP16
+
+
+def _write(tmp_path, tasks, name="b.json"):
+    path = tmp_path / name
+    path.write_text(json.dumps({"tasks": {k: {"mean": v} for k, v in tasks.items()}}))
+    return path
+
+
+def test_the_published_baseline_is_the_default_and_is_named():
+    pred = advisor.predict("qwen3-8b", bits=8, group_size=128, calib_samples=128)
+    assert pred.baseline is not None and "arXiv:2505.02214v1" in pred.baseline.source
+    assert set(pred.baseline.conditioned) == {"KA", "KR"} and not any(pred.baseline.law_only.values())
+    none = advisor.predict("qwen3-8b", bits=8, group_size=128, calib_samples=128, published_baseline=False)
+    assert none.baseline is None
+
+
+def test_a_better_baseline_moves_the_prediction_up_by_about_its_own_difference(tmp_path):
+    """The prediction is the baseline plus the law's drop: raise every baseline score and the quantized prediction
+    rises too, and 8-bit stays near the baseline it was given."""
+    low, high = _write(tmp_path, QWEN3_8B, "low.json"), _write(tmp_path, {k: v + 0.05 for k, v in QWEN3_8B.items()})
+    a = advisor.predict("qwen3-8b", bits=4, group_size=128, calib_samples=128, baseline=low)
+    b = advisor.predict("qwen3-8b", bits=4, group_size=128, calib_samples=128, baseline=high)
+    for task in QWEN3_8B:
+        assert 0.02 < b.tasks[task].mean - a.tasks[task].mean < 0.08, task
+    eight = advisor.predict("qwen3-8b", bits=8, group_size=128, calib_samples=128, baseline=low)
+    for task, acc in QWEN3_8B.items():  # 8-bit is near lossless in every published table
+        assert abs(eight.tasks[task].mean - acc) < 0.03, task
+        assert eight.tasks[task].lo < acc < eight.tasks[task].hi or abs(eight.tasks[task].mean - acc) < 0.01
+
+
+def test_fewer_bits_never_predict_more_than_the_baseline_on_average(tmp_path):
+    base = _write(tmp_path, QWEN3_8B)
+    means = [advisor.predict("qwen3-8b", bits=b, group_size=128, calib_samples=128, baseline=base).tiers["KR"].mean
+             for b in (3, 4, 8)]  # fmt: skip
+    assert means == sorted(means)
+
+
+def test_unknown_and_partial_baselines_are_said(tmp_path):
+    base = _write(tmp_path, {"arc_easy": 0.8, "gsm8k_cot": 0.4})
+    pred = advisor.predict("qwen3-8b", bits=4, group_size=128, calib_samples=128, baseline=base)
+    assert pred.baseline is not None and pred.baseline.conditioned == {"KA": ["arc_easy"]}
+    assert "KR" in pred.baseline.not_conditioned
+    assert set(pred.baseline.law_only["KA"]) == {"boolq", "hellaswag", "mmlu", "piqa"}
+    assert any(u.startswith("gsm8k_cot: not a task of the profile") for u in pred.baseline.unused)
+
+
+def test_bits_16_answers_tasks_from_the_baseline():
+    pred = advisor.predict("qwen3-8b", bits=16, group_size=128, calib_samples=128)
+    assert set(pred.tasks) == set(QWEN3_8B)
+    assert pred.tasks["arc_easy"].mean == pytest.approx(0.835, abs=0.01)  # the published score, with item noise
+
+
+def test_the_interval_carries_the_baseline_item_noise(tmp_path):
+    few = tmp_path / "few.json"
+    few.write_text(json.dumps({"tasks": {k: {"mean": v, "n": 30} for k, v in QWEN3_8B.items()}}))
+    many = _write(tmp_path, QWEN3_8B)
+    w = [advisor.predict("qwen3-8b", bits=4, group_size=128, calib_samples=128, baseline=p).tasks["mmlu"]
+         for p in (few, many)]  # fmt: skip
+    assert (w[0].hi - w[0].lo) > 1.5 * (w[1].hi - w[1].lo)  # 30 items vs 14042
+
+
+def test_a_calibrate_evaluate_answer_is_a_baseline(tmp_path):
+    answer = {"model": "m", "config": {"bits": None}, "tiers": {"KA": {"mean": 0.5}},
+              "tasks": {"arc_easy": {"mean": 0.8, "lo": 0.78, "hi": 0.82, "level": 0.9, "n": 2376, "correct": 1901,
+                                     "stderr": 0.008}}}  # fmt: skip
+    assert parse_baseline(answer).tasks["arc_easy"].n == 2376
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (None, "does not exist"),
+        ("{not json", "is not valid JSON"),
+        ("[1, 2]", "must be a JSON object"),
+        ('{"tasks": {}}', "field tasks"),
+        ('{"tasks": {"arc_easy": {"mean": 80.1}}}', "field tasks.arc_easy.mean"),
+        ('{"tasks": {"arc_easy": {"mean": 0.8, "n": -3}}}', "field tasks.arc_easy.n"),
+        ('{"tasks": {"arc_easy": {"mean": 0.8, "n": 20.5}}}', "whole number"),
+        ('{"tasks": {"arc_easy": {"mean": 0.8, "metric": "f1"}}}', "field tasks.arc_easy.metric"),
+    ],
+)
+def test_bad_baseline_files_are_one_line_and_exit_2(tmp_path, capsys, content, message):
+    path = tmp_path / "b.json"
+    if content is not None:
+        path.write_text(content)
+    with pytest.raises(BaselineError, match=message):
+        load_baseline(path)
+    code, out, err = cli(capsys, "predict", "--model", "qwen3-8b", "--bits", "4", "--group-size", "128",
+                         "--baseline", str(path))  # fmt: skip
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1 and out == ""
+
+
+def test_answers_are_reproducible():
+    a = advisor.predict("qwen3-8b", bits=4, group_size=128, calib_samples=128)
+    b = advisor.predict("qwen3-8b", bits=4, group_size=128, calib_samples=128)
+    np.testing.assert_allclose(a.tiers["KR"].mean, b.tiers["KR"].mean, rtol=1e-12)  # seeded draws
