@@ -7,10 +7,14 @@ line naming the input and the fix, and the command exits 2. Anything else a libr
 
 from __future__ import annotations
 
+import functools
 import sys
 import traceback
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 EXIT_BAD_INPUT = 2
 EXIT_FAILED = 1
@@ -43,17 +47,41 @@ def first_line(exc: BaseException, limit: int = 300) -> str:
     return (lines[0] if lines[0].startswith(name) else f"{name}: {lines[0]}")[:limit]
 
 
+def report(prog: str, exc: BaseException) -> int:
+    """Print ``exc`` as the one line ``prog: error: ...`` on stderr; return the exit status it ends in (2 for bad
+    input, 1 otherwise). The one place a command's error becomes what a user reads."""
+    if isinstance(exc, UserError):
+        print(f"{prog}: error: {first_line(exc)}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    if isinstance(exc, StrataError):
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    print(f"{prog}: error: {first_line(exc)} (unexpected; please report it)", file=sys.stderr)
+    return EXIT_FAILED
+
+
+def one_line_errors(prog: str) -> Callable[[Callable[P, R]], Callable[P, R]]:
+    """Decorate a command so that a ``StrataError`` ends it as ``report`` says (``SystemExit``), whoever calls it:
+    ``main()``, a test calling the function, or click's ``CliRunner`` (which bypasses ``main()``'s ``guard``).
+    Anything else propagates, to ``guard`` or to the test."""
+
+    def decorate(command: Callable[P, R]) -> Callable[P, R]:
+        @functools.wraps(command)  # (typer reads a command's parameters through __wrapped__)
+        def run(*args: P.args, **kwargs: P.kwargs) -> R:
+            try:
+                return command(*args, **kwargs)
+            except StrataError as exc:
+                raise SystemExit(report(prog, exc)) from None
+
+        return run
+
+    return decorate
+
+
 def guard(prog: str, command: Callable[[], Any]) -> Any:
     """Run a command's entry point so that no traceback reaches a user: our errors print their one line (exit 2
     for bad input, 1 otherwise); anything else a library raises prints its first line and exits 1."""
     try:
         return command()
-    except UserError as exc:
-        print(f"{prog}: error: {first_line(exc)}", file=sys.stderr)
-        raise SystemExit(EXIT_BAD_INPUT) from None
-    except StrataError as exc:
-        print(f"{prog}: error: {exc}", file=sys.stderr)
-        raise SystemExit(EXIT_FAILED) from None
     except Exception as exc:
-        print(f"{prog}: error: {first_line(exc)} (unexpected; please report it)", file=sys.stderr)
-        raise SystemExit(EXIT_FAILED) from None
+        raise SystemExit(report(prog, exc)) from None
