@@ -187,15 +187,15 @@ def naive_config(args: argparse.Namespace, bits: int, group: int, work: Path) ->
     import torch
 
     from calibrate.deploy import RECORD, quantize_checkpoint
+    from calibrate.spec import CalibrationSpec, GptqSpec
 
     work.mkdir(parents=True, exist_ok=True)
     out = work / f"b{bits}-g{group}"
     t0 = time.perf_counter()
     summary = quantize_checkpoint(
         str(args.model), str(out), bits=bits, group_size=group, calib_samples=args.calib_samples,
-        calib_files=[str(args.calib_file)], dataset=None, dataset_name=None, split="train", text_field="text",
-        seqlen=args.seqlen, seed=args.seed, sym=True, act_order=False, damp=args.damp, device=args.device,
-        trust_remote_code=False,
+        calibration=CalibrationSpec(files=[str(args.calib_file)], seqlen=args.seqlen, seeds=[args.seed]),
+        gptq=GptqSpec(sym=True, act_order=False, damp=args.damp), device=args.device,
     )  # fmt: skip
     t1 = time.perf_counter()
     with kept_environment():

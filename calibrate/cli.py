@@ -1,6 +1,7 @@
 """`calibrate`: the command line of the results store, tiered evaluation and PTQ sweeps.
 
-Heavy imports (torch, transformers, lm-eval) happen inside the commands that need them.
+Heavy imports (torch, transformers, lm-eval) happen inside the commands that need them. Commands raise
+``UserError``s; ``strata.cli.Typer`` turns each into one line ``calibrate: error: ...`` and exit status 2.
 """
 
 from __future__ import annotations
@@ -9,19 +10,10 @@ from typing import Annotated
 
 import typer
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+from strata.cli import Typer
+from strata.errors import UserError
 
-
-@app.callback()
-def _commands() -> None:
-    # A callback keeps `calibrate` a command group even while it has a single command (typer would flatten it).
-    pass
-
-
-def _fail(message: str) -> typer.Exit:
-    """Bad input: one line on stderr, exit status 2, no traceback."""
-    typer.echo(f"error: {message}", err=True)
-    return typer.Exit(code=2)
+app = Typer("calibrate", add_completion=False, no_args_is_help=True, help=__doc__)
 
 
 @app.command("import-published")
@@ -33,21 +25,18 @@ def import_published(
     """Import published PTQ measurements (CSV) into a results store; rows already stored are left as they are."""
     from pathlib import Path
 
-    from calibrate.published import PublishedDataError, published_csvs, read_published_csv
-    from calibrate.store import Store, StoreError
-    from strata.tiermap import TierMapError, load_tier_map
+    from calibrate.published import published_csvs, read_published_csv
+    from calibrate.store import Store
+    from strata.tiermap import load_tier_map
 
     shipped = Path(__file__).parent / "data" / "published"
-    try:
-        tmap = load_tier_map(tier_map)
-        files = published_csvs(folder or shipped)
-        rows = {f.name: list(read_published_csv(f, tmap)) for f in files}  # validate all before writing any
-        with Store.open(store) as db:
-            for name, batch in rows.items():
-                typer.echo(f"{name}: {db.add(batch)} new of {len(batch)} rows", err=True)
-            typer.echo(f"{store}: {db.count()} rows", err=True)
-    except (PublishedDataError, StoreError, TierMapError) as exc:
-        raise _fail(str(exc)) from None
+    tmap = load_tier_map(tier_map)
+    files = published_csvs(folder or shipped)
+    rows = {f.name: list(read_published_csv(f, tmap)) for f in files}  # validate all before writing any
+    with Store.open(store) as db:
+        for name, batch in rows.items():
+            typer.echo(f"{name}: {db.add(batch)} new of {len(batch)} rows", err=True)
+        typer.echo(f"{store}: {db.count()} rows", err=True)
 
 
 @app.command()
@@ -71,43 +60,35 @@ def evaluate(
     import json
     import os
 
-    from strata.errors import first_line
-
     os.environ.setdefault("TQDM_DISABLE", "1")  # lm-eval's progress bars would bury the one-line answer
     if device not in ("cpu", "cuda"):
-        raise _fail(f"--device must be cpu or cuda, got {device}")
+        raise UserError(f"--device must be cpu or cuda, got {device}")
     if dtype not in ("float32", "bfloat16", "float16"):
-        raise _fail(f"--dtype must be float32, bfloat16 or float16, got {dtype}")
+        raise UserError(f"--dtype must be float32, bfloat16 or float16, got {dtype}")
 
-    from calibrate.evaluate import EvaluateError, EvaluationFailed, Evaluator
-    from strata.tiermap import TierMapError
+    from calibrate.evaluate import EvaluationFailed, Evaluator
+    from calibrate.sweep import UnitError
 
     task_list = [t for t in tasks.split(",") if t.strip()] if tasks else None
-    try:
-        ev = Evaluator(
-            model,
-            tier_map,
-            tasks=task_list,
-            device=device,
-            batch_size=batch_size,
-            dtype=dtype,
-            trust_remote_code=trust_remote_code,
-        )
-        config = None
-        if rtn_bits is not None:
-            from calibrate.rtn import apply_rtn
+    ev = Evaluator(
+        model,
+        tier_map,
+        tasks=task_list,
+        device=device,
+        batch_size=batch_size,
+        dtype=dtype,
+        trust_remote_code=trust_remote_code,
+    )
+    config = None
+    if rtn_bits is not None:
+        from calibrate.rtn import apply_rtn
 
-            apply_rtn(ev.model, rtn_bits, rtn_group_size)
-            config = {"bits": rtn_bits, "group_size": rtn_group_size, "calib_samples": None, "method": "rtn"}
+        apply_rtn(ev.model, rtn_bits, rtn_group_size)  # an RtnError (bad bits or group size) is a UserError
+        config = {"bits": rtn_bits, "group_size": rtn_group_size, "calib_samples": None, "method": "rtn"}
+    try:
         result = ev.evaluate(limit=limit, seed=seed, config=config)
-    except (EvaluateError, TierMapError) as exc:
-        raise _fail(str(exc)) from None
-    except EvaluationFailed as exc:
-        where = f" (task {exc.task})" if exc.task else ""
-        typer.echo(f"error: model {model}: evaluate{where}: {exc}", err=True)
-        raise typer.Exit(code=1) from None
-    except ValueError as exc:  # e.g. an RTN group size that does not divide a layer
-        raise _fail(first_line(exc)) from None
+    except EvaluationFailed as exc:  # a library failed: one line naming the model, the stage and the task (exit 1)
+        raise UnitError(model, "evaluate", exc, exc.task) from None
     if as_json:
         typer.echo(json.dumps(result, indent=2))
         return
@@ -139,123 +120,69 @@ def sweep(
     dry_run: bool = typer.Option(False, "--dry-run", help="list what would run, run nothing"),
 ) -> None:
     """Run a PTQ sweep: quantize, evaluate per tier, commit each configuration; rerun to resume."""
-    import importlib.util
     import os
-    import signal
 
     os.environ.setdefault("TQDM_DISABLE", "1")
-    from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
+    from calibrate.executors import ExecutorOptions, make_executor
+    from calibrate.progress import SweepDisplay
+    from calibrate.spec import load_spec
+    from calibrate.sweep import UnitsFailed, run_sweep, status
+
+    display = SweepDisplay(quiet)
+    options = ExecutorOptions(
+        address=address,
+        gpus_per_task=gpus_per_task,
+        cpus_per_task=cpus_per_task,
+        max_retries=max_retries,
+        partition=partition,
+        slurm_folder=slurm_folder,
+        timeout_min=timeout_min,
+        slurm_local=slurm_local,
+        log=display.stage,
+        events=display.event,
     )
-
-    from calibrate.calibdata import CalibrationError
-    from calibrate.evaluate import EvaluateError
-    from calibrate.spec import SpecError, load_spec
-    from calibrate.store import StoreError
-    from calibrate.sweep import LocalExecutor, SweepError, SweepSummary, run_sweep, status
-    from strata.rows import ResultRow
-    from strata.tiermap import TierMapError
-
-    console = Console(stderr=True)
-    needs = {"local": None, "ray": "ray", "slurm": "submitit"}
-    if executor not in needs:
-        raise _fail(f"--executor {executor} is not known; use local, ray or slurm")
-    lib = needs[executor]
-    if lib is not None and importlib.util.find_spec(lib) is None:
-        raise _fail(f'--executor {executor} needs {lib}, which is not installed; pip install "strata[cluster]"')
-    if max_retries < 0 or gpus_per_task < 0 or cpus_per_task < 1 or timeout_min < 1:
-        raise _fail("--max-retries and --gpus-per-task must be >= 0, --cpus-per-task and --timeout-min >= 1")
-    if executor == "slurm" and gpus_per_task != int(gpus_per_task):
-        raise _fail(f"--gpus-per-task {gpus_per_task}: Slurm gives whole GPUs; use an integer (fractions: ray)")
+    runner = make_executor(executor, options)  # a bad name, option or missing library stops before any work
+    spec = load_spec(spec_path)
+    if dry_run:
+        for line in status(spec, store):
+            typer.echo(f"{line['model']}: {line['left']} of {line['planned']} configurations to run")
+        return
+    _stop_on_sigterm()
     try:
-        spec = load_spec(spec_path)
-        if dry_run:
-            for line in status(spec, store):
-                typer.echo(f"{line['model']}: {line['left']} of {line['planned']} configurations to run")
-            return
-    except (SpecError, StoreError, TierMapError, EvaluateError) as exc:
-        raise _fail(str(exc)) from None
-
-    # SIGTERM (a scheduler's pre-emption) stops like Ctrl-C: what is committed stays, the rest resumes later.
-    def _term(_sig: int, _frame: object) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, _term)
-    bar = Progress(
-        TextColumn("{task.description:<44}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TextColumn("eta"),
-        TimeRemainingColumn(),
-        console=console,
-        disable=quiet,
-        transient=False,
-    )
-    # Two lines: configurations of the whole sweep (with ETA), and the stage in flight (model, unit, layer).
-    task = bar.add_task("configurations", total=None)
-    stage = bar.add_task("starting", total=None)
-    summary_box: list[SweepSummary] = []
-
-    def on_start(summary: SweepSummary) -> None:
-        # reset, so the ETA is the rate of this run, not inflated by configurations already stored
-        bar.reset(task, total=summary.planned, completed=summary.already_stored)
-        summary_box[:] = [summary]
-
-    def on_config(summary: SweepSummary, rows: list[ResultRow]) -> None:
-        bar.update(task, completed=summary.already_stored + summary.ran)
-        summary_box[:] = [summary]
-
-    def log(message: str) -> None:
-        bar.update(stage, description=message[:44])
-
-    def note(message: str) -> None:  # remote executors' events (submissions, retries) stay on screen
-        (bar.console.print if not quiet else log)(message)
-
-    from calibrate.executors import RayExecutor, SlurmExecutor, UnitsFailed
-
-    runner: LocalExecutor | RayExecutor | SlurmExecutor
-    if executor == "ray":
-        runner = RayExecutor(address, gpus_per_task, cpus_per_task, max_retries, log=note)
-    elif executor == "slurm":
-        runner = SlurmExecutor(
-            slurm_folder,
-            partition,
-            int(gpus_per_task),
-            cpus_per_task,
-            timeout_min,
-            max_retries,
-            local=slurm_local,
-            log=note,
-        )
-    else:
-        runner = LocalExecutor(log)
-    try:
-        with bar:
-            result = run_sweep(spec, store_path=store, executor=runner, on_config=on_config, log=log, on_start=on_start)
+        with display.bar:
+            result = run_sweep(
+                spec,
+                store_path=store,
+                executor=runner,
+                on_config=display.on_config,
+                log=display.stage,
+                on_start=display.on_start,
+            )
     except KeyboardInterrupt:
-        n = summary_box[0].ran if summary_box else 0
-        console.print(f"interrupted: {n} configuration(s) committed this run; rerun the same command to resume")
+        display.print(
+            f"interrupted: {display.ran} configuration(s) committed this run; rerun the same command to resume"
+        )
         raise typer.Exit(code=130) from None
     except UnitsFailed as exc:
-        n = summary_box[0].ran if summary_box else 0
-        console.print(f"{n} configuration(s) committed this run; {len(exc.failures)} unit(s) failed:")
+        display.print(f"{display.ran} configuration(s) committed this run; {len(exc.failures)} unit(s) failed:")
         for f in exc.failures:
             typer.echo(f.describe(), err=True)
         typer.echo("rerun the same command to retry them; what is stored is not recomputed", err=True)
         raise typer.Exit(code=1) from None
-    except (SpecError, StoreError, TierMapError, EvaluateError, CalibrationError, SweepError) as exc:
-        raise _fail(str(exc)) from None
-    console.print(
+    display.print(
         f"{result.store}: {result.ran} configuration(s) run, {result.already_stored} already stored, "
         f"{result.planned} planned, {result.rows_added} rows added, {result.seconds:.1f} s"
     )
+
+
+def _stop_on_sigterm() -> None:
+    """SIGTERM (a scheduler's pre-emption) stops like Ctrl-C: what is committed stays, the rest resumes later."""
+    import signal
+
+    def _term(_sig: int, _frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _term)
 
 
 @app.command("status")
@@ -271,24 +198,18 @@ def status_cmd(
     from rich.console import Console
     from rich.table import Table
 
-    from calibrate.evaluate import EvaluateError
-    from calibrate.spec import SpecError, load_spec
-    from calibrate.store import Store, StoreError
+    from calibrate.spec import load_spec
+    from calibrate.store import Store
     from calibrate.sweep import status
-    from strata.tiermap import TierMapError
 
-    is_spec = Path(path).suffix in (".yaml", ".yml")
-    try:
-        if is_spec:
-            spec = load_spec(path)
-            lines = status(spec, store)
-            title = f"{spec.name}: {store or spec.store}"
-        else:
-            with Store.open(path, create=False) as db:
-                lines = db.summary()
-            title = path
-    except (SpecError, StoreError, TierMapError, EvaluateError) as exc:
-        raise _fail(str(exc)) from None
+    if Path(path).suffix in (".yaml", ".yml"):
+        spec = load_spec(path)
+        lines = status(spec, store)
+        title = f"{spec.name}: {store or spec.store}"
+    else:
+        with Store.open(path, create=False) as db:
+            lines = db.summary()
+        title = path
     if as_json:
         typer.echo(json.dumps({"title": title, "rows": lines}, indent=2))
         return
@@ -312,16 +233,13 @@ def export(
     import sys
 
     from calibrate.published import write_csv
-    from calibrate.store import Store, StoreError
+    from calibrate.store import Store
 
     path = store_arg or store
     if path is None:
-        raise _fail("name the store: calibrate export STORE --csv FILE")
-    try:
-        with Store.open(path, create=False) as db:
-            rows = list(db.rows(source=source or None, model=model or None))
-    except StoreError as exc:
-        raise _fail(str(exc)) from None
+        raise UserError("name the store: calibrate export STORE --csv FILE")
+    with Store.open(path, create=False) as db:
+        rows = list(db.rows(source=source or None, model=model or None))
     if csv_path == "-":
         write_csv(rows, sys.stdout)
         return
@@ -329,7 +247,7 @@ def export(
         with open(csv_path, "w", newline="") as out:
             n = write_csv(rows, out)
     except OSError as exc:
-        raise _fail(f"cannot write {csv_path} ({exc.strerror}); pass a writable --csv path") from None
+        raise UserError(f"cannot write {csv_path} ({exc.strerror}); pass a writable --csv path") from None
     typer.echo(f"{csv_path}: {n} rows", err=True)
 
 
@@ -359,31 +277,33 @@ def quantize(
     """Write a real, deployable GPTQ checkpoint with GPTQModel for one configuration (e.g. the advisor's pick)."""
     import json
 
-    from calibrate.calibdata import CalibrationError
-    from calibrate.deploy import DeployError, quantize_checkpoint
+    from calibrate.deploy import DeployError, check_arguments, quantize_checkpoint
+    from calibrate.spec import CalibrationSpec, GptqSpec
 
-    try:
-        summary = quantize_checkpoint(
-            model,
-            out,
-            bits=bits,
-            group_size=group_size,
-            calib_samples=calib_samples,
-            calib_files=calib_file or None,
-            dataset=dataset,
-            dataset_name=dataset_name,
-            split=split,
-            text_field=text_field,
-            seqlen=seqlen,
-            seed=seed,
-            sym=sym,
-            act_order=act_order,
-            damp=damp,
-            device=device,
-            trust_remote_code=trust_remote_code,
-        )
-    except (DeployError, CalibrationError) as exc:
-        raise _fail(str(exc)) from None
+    # The flags' own messages first: the spec objects' validation would name their fields, not the flags.
+    check_arguments(bits, group_size, calib_samples, seqlen, damp, device)
+    if not calib_file and not dataset:
+        raise DeployError("no calibration text: pass --calib-file FILE (repeatable) or --dataset ID")
+    calibration = CalibrationSpec(
+        files=calib_file or None,
+        dataset=None if calib_file else dataset,  # with both flags the files are the text; the dataset is not read
+        name=dataset_name,
+        split=split,
+        text_field=text_field,
+        seqlen=seqlen,
+        seeds=[seed],
+    )
+    summary = quantize_checkpoint(
+        model,
+        out,
+        bits=bits,
+        group_size=group_size,
+        calib_samples=calib_samples,
+        calibration=calibration,
+        gptq=GptqSpec(sym=sym, act_order=act_order, damp=damp),
+        device=device,
+        trust_remote_code=trust_remote_code,
+    )
     if as_json:
         typer.echo(json.dumps(summary, indent=2))
     else:

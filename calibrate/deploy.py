@@ -45,9 +45,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from strata.errors import UserError
+from calibrate.machine import library_versions, resolve_device
+from calibrate.spec import CalibrationSpec, GptqSpec
+from strata.errors import UserError, first_line
+from strata.law import PER_CHANNEL, group_size_problem
 
 GPTQMODEL_VERSION = "7.6.0"
+RECORDED_LIBRARIES = ("strata", "gptqmodel", "torch", "transformers", "optimum")
 SUPPORTED_BITS = (2, 3, 4, 8)
 RECORD = "strata_quantize.json"
 INSTALL_HINT = f'pip install "strata[deploy]" (or pip install gptqmodel=={GPTQMODEL_VERSION} optimum)'
@@ -64,151 +68,162 @@ def quantize_checkpoint(
     bits: int,
     group_size: int,
     calib_samples: int,
-    calib_files: list[str] | None,
-    dataset: str | None,
-    dataset_name: str | None,
-    split: str,
-    text_field: str,
-    seqlen: int,
-    seed: int,
-    sym: bool,
-    act_order: bool,
-    damp: float,
-    device: str,
-    trust_remote_code: bool,
+    calibration: CalibrationSpec,
+    gptq: GptqSpec,
+    device: str = "auto",
+    trust_remote_code: bool = False,
 ) -> dict[str, Any]:
-    """Quantize ``model`` with GPTQ into the checkpoint directory ``out``; return a summary (see the docstring)."""
-    params = {
-        "model": model,
-        "out": out,
-        "bits": bits,
-        "group_size": group_size,
-        "calib_samples": calib_samples,
-        "calib_files": calib_files,
-        "dataset": dataset,
-        "dataset_name": dataset_name,
-        "split": split,
-        "text_field": text_field,
-        "seqlen": seqlen,
-        "seed": seed,
-        "sym": sym,
-        "act_order": act_order,
-        "damp": damp,
-        "device": device,
-        "trust_remote_code": trust_remote_code,
-    }
+    """Quantize ``model`` with GPTQ into the checkpoint directory ``out``; return a summary (see the docstring).
+
+    ``calibration`` names the text, ``seqlen`` and one seed (``allow_short`` does not apply: fewer windows than
+    ``calib_samples`` are refused); of ``gptq``, GPTQModel takes ``damp``, ``act_order`` and ``sym``.
+    """
     start = time.perf_counter()
-    _check_arguments(bits, group_size, calib_samples, seqlen, damp, device)
+    target = {"bits": bits, "group_size": group_size, "calib_samples": calib_samples}
+    check_arguments(bits, group_size, calib_samples, calibration.seqlen, gptq.damp, device)
+    seed = _one_seed(calibration)
     out_dir = _check_out(out)
     model_ref, is_local = _resolve(model)
-    files = [Path(f).expanduser().resolve() for f in calib_files] if calib_files else None
-    if files:
-        from calibrate.calibdata import CalibrationError
-
-        for f in files:
-            if not f.is_file():
-                raise CalibrationError(f"calibration file {f} does not exist; fix --calib-file")
-    elif not dataset:
-        raise DeployError("no calibration text: pass --calib-file FILE (repeatable) or --dataset ID")
-
+    files = _calibration_files(calibration)
     config, tokenizer = _load_config(model_ref, trust_remote_code)
-    _check_positions(config, seqlen, model_ref)
+    _check_positions(config, calibration.seqlen, model_ref)
     _check_group_size(config, group_size, model_ref, trust_remote_code)
-    dev = _resolve_device(device)
-
-    from calibrate import calibdata
+    dev = resolve_device(device)
 
     t0 = time.perf_counter()
-    source = calibdata.describe(files, dataset, dataset_name, split, text_field)
-    documents = calibdata.read_documents(files, dataset, dataset_name, split, text_field)
-    calib = calibdata.build(tokenizer, documents, calib_samples, seqlen, seed, source)
-    if calib.effective < calib_samples:
-        raise DeployError(
-            f"calibration source {source} yields {calib.effective} windows of {seqlen} tokens, fewer than "
-            f"Cb={calib_samples}; add text, lower --seqlen, or lower --calib-samples"
-        )
-    calibration_s = time.perf_counter() - t0
+    calib = _calibration_set(tokenizer, calibration, files, calib_samples, seed)
+    seconds = {"calibration": round(time.perf_counter() - t0, 3)}
     rows = [{"input_ids": r.tolist(), "attention_mask": [1] * len(r)} for r in calib.ids]
+    qcfg = {
+        "bits": bits,
+        "group_size": group_size,
+        "sym": gptq.sym,
+        "desc_act": gptq.act_order,
+        "damp_percent": gptq.damp,
+    }
+    with _staged(out_dir) as staging:
+        with _contained() as workdir:
+            gptqmodel = _import_gptqmodel()
+            t1 = time.perf_counter()
+            _run_gptqmodel(gptqmodel, model_ref, staging, rows, qcfg, dev, trust_remote_code, workdir)
+            seconds["quantize"] = round(time.perf_counter() - t1, 3)
+        if is_local:
+            _copy_tier_map(Path(model_ref), staging)
+        size = sum(p.stat().st_size for p in staging.glob("*.safetensors"))
+        seconds["total"] = round(time.perf_counter() - start, 3)
+        parameters = {
+            "model": model,
+            "out": out,
+            **target,
+            "calibration": calibration.model_dump(),
+            "gptq": gptq.model_dump(),
+            "device": device,
+            "trust_remote_code": trust_remote_code,
+        }
+        record = _record(staging, model_ref, target, calib, calibration, gptq, dev, size, seconds, parameters)
+        (staging / RECORD).write_text(json.dumps(record, indent=2) + "\n")
+    return {
+        "out": str(out_dir),
+        **target,
+        "calib_samples_effective": calib.effective,
+        "seconds": seconds["total"],
+        "size_bytes": size,
+    }
 
+
+# --- steps -------------------------------------------------------------------------------------------------------
+
+
+def _calibration_set(tokenizer: Any, cal: CalibrationSpec, files: list[Path] | None, samples: int, seed: int) -> Any:
+    """The sweep's calibration windows (``calibrate.calibdata``): exactly ``samples`` of them, or a ``DeployError``."""
+    from calibrate import calibdata
+
+    source = calibdata.describe(files, cal.dataset, cal.name, cal.split, cal.text_field)
+    documents = calibdata.read_documents(files, cal.dataset, cal.name, cal.split, cal.text_field)
+    calib = calibdata.build(tokenizer, documents, samples, cal.seqlen, seed, source)
+    if calib.effective < samples:
+        raise DeployError(
+            f"calibration source {source} yields {calib.effective} windows of {cal.seqlen} tokens, fewer than "
+            f"Cb={samples}; add text, lower --seqlen, or lower --calib-samples"
+        )
+    return calib
+
+
+@contextlib.contextmanager
+def _staged(out_dir: Path) -> Iterator[Path]:
+    """A staging folder beside ``out_dir``, renamed into place when the block succeeds and removed otherwise."""
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
     umask = os.umask(0)
     os.umask(umask)
     staging.chmod(0o777 & ~umask)  # mkdtemp's 0700 would make the checkpoint private to this user
     try:
-        with _contained() as workdir:
-            gptqmodel = _import_gptqmodel()
-            t1 = time.perf_counter()
-            qcfg = {"bits": bits, "group_size": group_size, "sym": sym, "desc_act": act_order, "damp_percent": damp}
-            _run_gptqmodel(gptqmodel, model_ref, staging, rows, qcfg, dev, trust_remote_code, workdir)
-            quantize_s = time.perf_counter() - t1
-        if is_local:
-            _copy_tier_map(Path(model_ref), staging)
-        size = sum(p.stat().st_size for p in staging.glob("*.safetensors"))
-        saved = json.loads((staging / "config.json").read_text())
-        record: dict[str, Any] = {
-            "schema_version": 1,
-            "model": model_ref,
-            "config": {
-                "method": "gptq",
-                "bits": bits,
-                "group_size": group_size,
-                "calib_samples": calib_samples,
-                "calib_samples_effective": calib.effective,
-                "sym": sym,
-                "act_order": act_order,
-                "damp": damp,
-            },
-            "calibration": {
-                "source": calib.source,
-                "text_sha": calib.text_sha,
-                "seqlen": seqlen,
-                "seed": seed,
-                "stated": calib_samples,
-                "effective": calib.effective,
-            },
-            "quantizer": {
-                "name": "gptqmodel",
-                "format": "gptq",
-                "act_group_aware": False,
-                "dtype": saved.get("dtype", saved.get("torch_dtype")),  # of the weights left unquantized
-                "calibration_rows": "input_ids + attention_mask, one window per row, no minimum-length filter",
-            },
-            "device": dev,
-            "size_bytes": size,
-            "seconds": {
-                "calibration": round(calibration_s, 3),
-                "quantize": round(quantize_s, 3),
-                "total": round(time.perf_counter() - start, 3),
-            },
-            "versions": _versions(),
-            "parameters": params,
-        }
-        (staging / RECORD).write_text(json.dumps(record, indent=2) + "\n")
+        yield staging
         if out_dir.exists():
             out_dir.rmdir()  # checked empty up front
         staging.rename(out_dir)
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
+
+
+def _record(
+    staging: Path,
+    model_ref: str,
+    target: dict[str, int],
+    calib: Any,
+    cal: CalibrationSpec,
+    gptq: GptqSpec,
+    device: str,
+    size: int,
+    seconds: dict[str, float],
+    parameters: dict[str, Any],
+) -> dict[str, Any]:
+    """What ``strata_quantize.json`` records (see the module docstring)."""
+    saved = json.loads((staging / "config.json").read_text())
     return {
-        "out": str(out_dir),
-        "bits": bits,
-        "group_size": group_size,
-        "calib_samples": calib_samples,
-        "calib_samples_effective": calib.effective,
-        "seconds": record["seconds"]["total"],
+        "schema_version": 1,
+        "model": model_ref,
+        "config": {
+            "method": "gptq",
+            **target,
+            "calib_samples_effective": calib.effective,
+            "sym": gptq.sym,
+            "act_order": gptq.act_order,
+            "damp": gptq.damp,
+        },
+        "calibration": {
+            "source": calib.source,
+            "text_sha": calib.text_sha,
+            "seqlen": cal.seqlen,
+            "seed": cal.seeds[0],
+            "stated": target["calib_samples"],
+            "effective": calib.effective,
+        },
+        "quantizer": {
+            "name": "gptqmodel",
+            "format": "gptq",
+            "act_group_aware": False,
+            "dtype": saved.get("dtype", saved.get("torch_dtype")),  # of the weights left unquantized
+            "calibration_rows": "input_ids + attention_mask, one window per row, no minimum-length filter",
+        },
+        "device": device,
         "size_bytes": size,
+        "seconds": seconds,
+        "versions": {"python": platform.python_version(), **library_versions(RECORDED_LIBRARIES)},
+        "parameters": parameters,
     }
 
 
 # --- checks (all before GPTQModel is imported) -----------------------------------------------------------------
 
 
-def _check_arguments(bits: int, group_size: int, calib_samples: int, seqlen: int, damp: float, device: str) -> None:
+def check_arguments(bits: int, group_size: int, calib_samples: int, seqlen: int, damp: float, device: str) -> None:
+    """The settings' own checks, named by their ``calibrate quantize`` flags (the CLI runs them before it builds
+    the spec objects, whose own validation would name fields instead)."""
     if bits not in SUPPORTED_BITS:
         raise DeployError(f"--bits {bits} is not supported by GPTQ checkpoints; use one of 2, 3, 4, 8")
-    if group_size != -1 and group_size <= 0:
-        raise DeployError(f"--group-size must be positive or -1 (per channel), got {group_size}")
+    if why := group_size_problem(group_size):
+        raise DeployError(f"--group-size {group_size} {why}")
     if calib_samples <= 0:
         raise DeployError(f"--calib-samples must be positive, got {calib_samples}")
     if seqlen <= 0:
@@ -217,6 +232,25 @@ def _check_arguments(bits: int, group_size: int, calib_samples: int, seqlen: int
         raise DeployError(f"--damp must be between 0 and 1 (a fraction of mean diag H), got {damp}")
     if device not in ("cpu", "cuda", "auto"):
         raise DeployError(f"--device must be cpu, cuda or auto, got {device}")
+
+
+def _one_seed(calibration: CalibrationSpec) -> int:
+    if len(calibration.seeds) != 1:
+        raise DeployError(f"a checkpoint is calibrated with one seed, got {calibration.seeds}; pass one --seed")
+    return calibration.seeds[0]
+
+
+def _calibration_files(calibration: CalibrationSpec) -> list[Path] | None:
+    """The calibration files, resolved and checked to exist (None: the calibration names a dataset)."""
+    if not calibration.files:
+        return None
+    from calibrate.calibdata import CalibrationError
+
+    files = [Path(f).expanduser().resolve() for f in calibration.files]
+    for f in files:
+        if not f.is_file():
+            raise CalibrationError(f"calibration file {f} does not exist; fix --calib-file")
+    return files
 
 
 def _check_out(out: str) -> Path:
@@ -247,8 +281,7 @@ def _load_config(model_ref: str, trust_remote_code: bool) -> tuple[Any, Any]:
         config = AutoConfig.from_pretrained(model_ref, trust_remote_code=trust_remote_code)
         tokenizer = AutoTokenizer.from_pretrained(model_ref, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise DeployError(f"cannot load model {model_ref}: {first}") from None
+        raise DeployError(f"cannot load model {model_ref}: {first_line(exc)}") from None
     if getattr(config, "quantization_config", None) is not None:
         raise DeployError(f"model {model_ref} is already quantized; pass the unquantized (16/32-bit) model")
     return config, tokenizer
@@ -264,36 +297,25 @@ def _check_positions(config: Any, seqlen: int, model_ref: str) -> None:
 
 
 def _check_group_size(config: Any, group_size: int, model_ref: str, trust_remote_code: bool) -> None:
-    """Every quantized layer's input width must be a multiple of the group size (read without loading weights)."""
-    if group_size == -1:
+    """The group size must fit every quantized layer's input width (read without loading weights)."""
+    if group_size == PER_CHANNEL:
         return
     import torch
     from transformers import AutoModelForCausalLM
 
-    from calibrate.rtn import linear_layers
+    from calibrate.sweep import group_size_misfit
 
     try:
         with torch.device("meta"):
             skeleton = AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise DeployError(f"cannot build model {model_ref} from its config: {first}") from None
-    for name, layer in linear_layers(skeleton).items():
-        if layer.in_features % group_size:
-            raise DeployError(
-                f"--group-size {group_size} does not divide the input width {layer.in_features} of {model_ref}'s "
-                f"layer {name}; use a divisor of every layer's width, or -1 (per channel)"
-            )
-
-
-def _resolve_device(device: str) -> str:
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise DeployError("--device cuda but no CUDA device is available; use --device cpu")
-    return device
+        raise DeployError(f"cannot build model {model_ref} from its config: {first_line(exc)}") from None
+    if misfit := group_size_misfit(skeleton, [group_size]):
+        _, name, why = misfit
+        raise DeployError(
+            f"--group-size {group_size} {why} of {model_ref}'s layer {name}; use a divisor of every layer's width, "
+            f"or {PER_CHANNEL} (per channel)"
+        )
 
 
 # --- GPTQModel ------------------------------------------------------------------------------------------------
@@ -338,8 +360,9 @@ def _import_gptqmodel() -> Any:
     try:
         import gptqmodel
     except Exception as exc:  # ImportError, or a broken install raising anything at import time
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise DeployError(f"GPTQModel is not installed or cannot be imported ({first}); {INSTALL_HINT}") from None
+        raise DeployError(
+            f"GPTQModel is not installed or cannot be imported ({first_line(exc)}); {INSTALL_HINT}"
+        ) from None
     return gptqmodel
 
 
@@ -361,8 +384,7 @@ def _run_gptqmodel(
     except (KeyboardInterrupt, DeployError):
         raise
     except Exception as exc:  # GPTQModel raises many types; the command reports one line
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise DeployError(f"GPTQModel could not quantize {model_ref}: {first}") from None
+        raise DeployError(f"GPTQModel could not quantize {model_ref}: {first_line(exc)}") from None
 
 
 def _copy_tier_map(source: Path, dest: Path) -> None:
@@ -377,15 +399,3 @@ def _copy_tier_map(source: Path, dest: Path) -> None:
     include = (yaml.safe_load(tier_map.read_text()) or {}).get("include_path")
     if isinstance(include, str) and (source / include).is_dir() and not Path(include).is_absolute():
         shutil.copytree(source / include, dest / include, dirs_exist_ok=True)
-
-
-def _versions() -> dict[str, str | None]:
-    from importlib import metadata
-
-    out: dict[str, str | None] = {"python": platform.python_version()}
-    for name in ("strata", "gptqmodel", "torch", "transformers", "optimum"):
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            out[name] = None
-    return out

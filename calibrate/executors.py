@@ -1,4 +1,4 @@
-"""Remote executors for the sweep engine: a Ray cluster, or Slurm through submitit (issue 6).
+"""Executors for the sweep engine, looked up by name (``EXECUTORS``): this process, a Ray cluster, or Slurm jobs.
 
 Both plug into ``calibrate.sweep.run_sweep`` as an ``Executor``: they run units of work elsewhere and yield the
 rows of each finished configuration back to the driver, which alone writes the store (one transaction per
@@ -9,23 +9,27 @@ configuration, idempotent). So a worker that dies loses only what it had not han
   differ). The last ``Worker`` is cached per process, so a Ray worker that gets another unit of the same model does
   not load it again.
 - A unit that fails (an exception, a crashed or killed worker, a Slurm job that timed out) is submitted again, at most
-  ``max_retries`` more times; with Ray only its configurations not handed back yet. Units that still fail are
-  reported together after everything else has been committed: ``map`` then raises ``UnitsFailed``.
+  ``max_retries`` more times (``Retries``, one policy for both); with Ray only its configurations not handed back
+  yet. Units that still fail are reported together after everything else has been committed: ``map`` then raises
+  ``UnitsFailed``.
 - ray and submitit are imported lazily (``pip install "strata[cluster]"``); ``MissingDependency`` names the fix.
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib
+import importlib.util
 import os
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from calibrate.spec import SweepSpec
-from calibrate.sweep import Progress, SweepError, Unit, UnitFailure, UnitsFailed, Worker
+from calibrate.sweep import Executor, LocalExecutor, Progress, SweepError, Unit, UnitFailure, UnitsFailed, Worker
 from strata.errors import first_line
 from strata.rows import ResultRow
 
@@ -44,6 +48,18 @@ FORWARDED_ENV = (
 
 class MissingDependency(SweepError):
     """The executor's library is not installed."""
+
+
+def _missing(executor: str, library: str) -> MissingDependency:
+    return MissingDependency(f"--executor {executor} needs {library}, which is not installed; {INSTALL_HINT}")
+
+
+def _require(executor: str, library: str) -> Any:
+    """The executor's library, imported; or ``MissingDependency`` naming the install command."""
+    try:
+        return importlib.import_module(library)
+    except ImportError:
+        raise _missing(executor, library) from None
 
 
 # --- what a remote process runs --------------------------------------------------------------------------------
@@ -93,6 +109,30 @@ def forwarded_env() -> dict[str, str]:
     return {k: os.environ[k] for k in FORWARDED_ENV if k in os.environ}
 
 
+class Retries:
+    """The retry policy of the remote executors: a unit that fails is submitted again, at most ``max_retries`` more
+    times, each retry announced in one line; a unit out of attempts is kept for ``UnitsFailed``."""
+
+    def __init__(self, max_retries: int, log: Progress) -> None:
+        if max_retries < 0:
+            raise SweepError(f"max_retries must be >= 0, got {max_retries}")
+        self.max_retries = max_retries
+        self.log = log
+        self.failures: list[UnitFailure] = []
+
+    def again(self, unit: Unit, attempt: int, error: str) -> bool:
+        """Whether to submit ``unit`` again (as attempt ``attempt + 1``) after it failed with ``error``."""
+        if attempt <= self.max_retries:
+            self.log(f"retrying {unit.describe()} (attempt {attempt + 1} of {self.max_retries + 1}): {error}")
+            return True
+        self.failures.append(UnitFailure(unit, attempt, error))
+        return False
+
+    def raise_failures(self) -> None:
+        if self.failures:
+            raise UnitsFailed(self.failures)
+
+
 # --- Ray -----------------------------------------------------------------------------------------------------------
 
 
@@ -112,22 +152,20 @@ class RayExecutor:
         env_vars: dict[str, str] | None = None,
         init_kwargs: dict[str, Any] | None = None,
     ) -> None:
-        if max_retries < 0:
-            raise SweepError(f"max_retries must be >= 0, got {max_retries}")
+        self.log = log or (lambda _msg: None)
+        self.retries = Retries(max_retries, self.log)
         self.address = address
         self.num_gpus = num_gpus
         self.num_cpus = num_cpus
-        self.max_retries = max_retries
-        self.log = log or (lambda _msg: None)
         self.env_vars = forwarded_env() if env_vars is None else env_vars
         self.init_kwargs = init_kwargs or {}
-        self.failures: list[UnitFailure] = []
+
+    @property
+    def failures(self) -> list[UnitFailure]:
+        return self.retries.failures
 
     def _connect(self) -> tuple[Any, bool]:
-        try:
-            import ray
-        except ImportError:
-            raise MissingDependency(f"--executor ray needs ray; {INSTALL_HINT}") from None
+        ray = _require("ray", "ray")
         if ray.is_initialized():
             return ray, False
         self.log(f"connecting to Ray at {self.address}" if self.address else "starting a local Ray instance")
@@ -147,7 +185,7 @@ class RayExecutor:
         return ray, True
 
     def map(self, spec: SweepSpec, units: list[Unit]) -> Iterator[list[ResultRow]]:
-        self.failures = []
+        self.retries.failures = []
         if not units:
             return
         ray, started = self._connect()
@@ -179,8 +217,9 @@ class RayExecutor:
                 except Exception as exc:
                     del running[gen]
                     left = _remaining(unit, done)
-                    if left.size:  # (a failure after its last configuration was handed back loses nothing)
-                        self._failed(left, attempt, exc, lambda u, a, d=done: submit(u, a, d))
+                    # (a failure after its last configuration was handed back loses nothing)
+                    if left.size and self.retries.again(left, attempt, first_line(exc)):
+                        submit(left, attempt + 1, done)
                     continue
                 cfg = _config_of(rows)
                 if cfg is not None:
@@ -192,16 +231,7 @@ class RayExecutor:
                     ray.cancel(gen, force=True)
             if started:
                 ray.shutdown()
-        if self.failures:
-            raise UnitsFailed(self.failures)
-
-    def _failed(self, unit: Unit, attempt: int, exc: BaseException, resubmit: Any) -> None:
-        error = first_line(exc)
-        if attempt <= self.max_retries:
-            self.log(f"retrying {unit.describe()} (attempt {attempt + 1} of {self.max_retries + 1}): {error}")
-            resubmit(unit, attempt + 1)
-        else:
-            self.failures.append(UnitFailure(unit, attempt, error))
+        self.retries.raise_failures()
 
 
 # --- Slurm (submitit) ----------------------------------------------------------------------------------------------
@@ -226,25 +256,23 @@ class SlurmExecutor:
         poll_s: float | None = None,
         slurm_params: dict[str, Any] | None = None,
     ) -> None:
-        if max_retries < 0:
-            raise SweepError(f"max_retries must be >= 0, got {max_retries}")
+        self.log = log or (lambda _msg: None)
+        self.retries = Retries(max_retries, self.log)
         self.folder = Path(folder)
         self.partition = partition
         self.gpus_per_task = gpus_per_task
         self.cpus_per_task = cpus_per_task
         self.timeout_min = timeout_min
-        self.max_retries = max_retries
         self.local = local
-        self.log = log or (lambda _msg: None)
         self.poll_s = poll_s if poll_s is not None else (0.5 if local else 10.0)
         self.slurm_params = slurm_params or {}
-        self.failures: list[UnitFailure] = []
+
+    @property
+    def failures(self) -> list[UnitFailure]:
+        return self.retries.failures
 
     def _executor(self) -> Any:
-        try:
-            import submitit
-        except ImportError:
-            raise MissingDependency(f"--executor slurm needs submitit; {INSTALL_HINT}") from None
+        submitit = _require("slurm", "submitit")
         folder = self.folder / "%j"
         if self.local:
             local = submitit.LocalExecutor(folder=folder)
@@ -266,7 +294,7 @@ class SlurmExecutor:
         return ex
 
     def map(self, spec: SweepSpec, units: list[Unit]) -> Iterator[list[ResultRow]]:
-        self.failures = []
+        self.retries.failures = []
         if not units:
             return
         ex = self._executor()
@@ -293,12 +321,8 @@ class SlurmExecutor:
                     try:
                         result = job.result()
                     except Exception as exc:
-                        error = first_line(exc)
-                        if attempt <= self.max_retries:
-                            self.log(f"retrying {unit.describe()} (attempt {attempt + 1}): {error} [job {job.job_id}]")
+                        if self.retries.again(unit, attempt, f"{first_line(exc)} [job {job.job_id}]"):
                             retry.setdefault(attempt + 1, []).append(unit)
-                        else:
-                            self.failures.append(UnitFailure(unit, attempt, f"{error} [job {job.job_id}]"))
                         continue
                     yield from result
                 for next_attempt, batch in retry.items():
@@ -307,5 +331,70 @@ class SlurmExecutor:
             for job, _unit, _attempt in running:  # interrupted: cancel what is still queued or running
                 with contextlib.suppress(Exception):
                     job.cancel(check=False)
-        if self.failures:
-            raise UnitsFailed(self.failures)
+        self.retries.raise_failures()
+
+
+# --- the registry: executors by name -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ExecutorOptions:
+    """What the ``calibrate sweep`` flags say about where units run; each executor reads the fields it uses."""
+
+    address: str | None = None  # ray: cluster address; None starts a local instance
+    gpus_per_task: float = 0
+    cpus_per_task: int = 1
+    max_retries: int = 2  # ray, slurm
+    partition: str | None = None  # slurm
+    slurm_folder: str = "submitit-logs"
+    timeout_min: int = 240
+    slurm_local: bool = False
+    log: Progress | None = None  # local: the stage in flight (model, unit, layer)
+    events: Progress | None = None  # remote: submissions and retries
+
+    def check(self) -> None:
+        if self.max_retries < 0 or self.gpus_per_task < 0 or self.cpus_per_task < 1 or self.timeout_min < 1:
+            raise SweepError("--max-retries and --gpus-per-task must be >= 0, --cpus-per-task and --timeout-min >= 1")
+
+
+def _slurm(o: ExecutorOptions) -> SlurmExecutor:
+    if o.gpus_per_task != int(o.gpus_per_task):
+        raise SweepError(f"--gpus-per-task {o.gpus_per_task}: Slurm gives whole GPUs; use an integer (fractions: ray)")
+    return SlurmExecutor(
+        o.slurm_folder,
+        o.partition,
+        int(o.gpus_per_task),
+        o.cpus_per_task,
+        o.timeout_min,
+        o.max_retries,
+        local=o.slurm_local,
+        log=o.events,
+    )
+
+
+@dataclass(frozen=True)
+class Backend:
+    factory: Callable[[ExecutorOptions], Executor]
+    library: str | None = None  # what it imports, checked before any work
+
+
+EXECUTORS: dict[str, Backend] = {
+    "local": Backend(lambda o: LocalExecutor(o.log)),
+    "ray": Backend(
+        lambda o: RayExecutor(o.address, o.gpus_per_task, o.cpus_per_task, o.max_retries, log=o.events), "ray"
+    ),
+    "slurm": Backend(_slurm, "submitit"),
+}
+
+
+def make_executor(name: str, options: ExecutorOptions) -> Executor:
+    """The executor registered as ``name``, built from ``options``; bad names, options or a missing library are
+    a ``SweepError`` before any work."""
+    backend = EXECUTORS.get(name)
+    if backend is None:
+        *first, last = EXECUTORS
+        raise SweepError(f"--executor {name} is not known; use {', '.join(first)} or {last}")
+    if backend.library is not None and importlib.util.find_spec(backend.library) is None:  # (not imported yet)
+        raise _missing(name, backend.library)
+    options.check()
+    return backend.factory(options)

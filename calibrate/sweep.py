@@ -247,6 +247,8 @@ class Worker:
                 originals = sequential.swap_in(loaded.evaluator.model, res.weights)
                 try:
                     rows = self._evaluate(unit, loaded, cfg, calib, {**shared, "swap_s": time.perf_counter() - start})
+                    for row in rows:  # MoE experts no calibration token reached: RTN (calibrate.sequential)
+                        row.extra["experts_rtn_fallback"] = res.experts_rtn_fallback
                 finally:
                     with torch.no_grad():
                         restore(loaded.evaluator.model, originals)
@@ -380,8 +382,8 @@ class Worker:
 
 
 def group_size_misfit(model: Any, group_sizes: list[int]) -> tuple[int, str, str] | None:
-    """The first (group size, layer name, why) where a group size breaks ``strata.law``'s rule for a quantized
-    layer of ``model`` (its input width), or None. The sweep and ``calibrate quantize`` refuse such a size."""
+    """The first (group size, layer name, why) where a group size breaks ``strata.law``'s rule for the input width
+    of one of ``model``'s quantized layers, or None. The sweep and ``calibrate quantize`` refuse such a size."""
     from calibrate.rtn import linear_layers
 
     for name, layer in linear_layers(model).items():

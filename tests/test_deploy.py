@@ -54,7 +54,7 @@ def test_checkpoint_is_written_with_its_record(checkpoint: tuple[Path, Path, dic
     assert (record["calibration"]["stated"], record["calibration"]["effective"]) == (8, 8)
     assert record["quantizer"]["act_group_aware"] is False
     assert record["versions"]["gptqmodel"]
-    assert record["parameters"]["seqlen"] == 16
+    assert record["parameters"]["calibration"]["seqlen"] == 16 and record["parameters"]["gptq"]["sym"] is True
     # GPTQModel's ./logs and the staging folder stay out of the working directory
     assert sorted(p.name for p in work.iterdir()) == [out.name]
 
@@ -118,14 +118,13 @@ def _quantize_here(out: Path, **change: object) -> dict:
     """quantize_checkpoint in this process (checks that need the model's config and tokenizer, without a new
     interpreter importing transformers each time; the CLI turns the same errors into exit 2 as above)."""
     from calibrate.deploy import quantize_checkpoint
+    from calibrate.spec import CalibrationSpec, GptqSpec
 
-    kwargs: dict = {
-        "bits": 4, "group_size": 32, "calib_samples": 8, "calib_files": [str(CALIB)], "dataset": None,
-        "dataset_name": None, "split": "train", "text_field": "text", "seqlen": 16, "seed": 0, "sym": True,
-        "act_order": False, "damp": 0.01, "device": "cpu", "trust_remote_code": False,
-    }  # fmt: skip
-    kwargs.update(change)
-    return quantize_checkpoint(str(XS), str(out), **kwargs)
+    seqlen = change.pop("seqlen", 16)
+    kwargs: dict = {"bits": 4, "group_size": 32, "calib_samples": 8, "device": "cpu", **change}
+    calibration = CalibrationSpec(files=[str(CALIB)], seqlen=seqlen, seeds=[0])
+    gptq = GptqSpec(sym=True, act_order=False, damp=0.01)
+    return quantize_checkpoint(str(XS), str(out), calibration=calibration, gptq=gptq, **kwargs)
 
 
 @pytest.mark.parametrize(
