@@ -15,6 +15,8 @@ import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
+from strata.errors import one_line_errors
+
 SCALE_HELP = (
     "Targets are on the chance-adjusted scale of the law, Acc_adj = (Acc - chance) / (1 - chance), in [0, 1], "
     "averaged over the tier's tasks; with --relative they are fractions of the unquantized model's predicted value."
@@ -148,75 +150,66 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _fail(msg: str) -> NoReturn:
-    sys.stderr.write(f"advisor: error: {msg}\n")
-    raise SystemExit(EXIT_BAD_INPUT)
-
-
 def _model_kw(args: argparse.Namespace) -> dict[str, Any]:
     return {"params_b": args.params, "family": args.family, "config": args.config}
 
 
+@one_line_errors("advisor")  # a UserError: one line on stderr, exit 2
 def run(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from advisor import api, core
-    from advisor.catalog import CatalogError
     from advisor.schema import Deployment
     from strata.errors import UserError
-    from strata.profile import ProfileError
 
-    try:
-        if args.command == "models":
-            return _print_models()
-        if args.command == "profiles":
-            return _print_profiles(api.shipped_profiles())
-        info = api.resolve_model(args.model, **_model_kw(args))
-        dep = Deployment(engine=args.engine, context=args.context, batch=args.batch, kv_dtype=args.kv_dtype)
-        if args.baseline and args.no_baseline:
-            _fail("--baseline and --no-baseline exclude each other; give one")
-        query = api._query(info, args.profile, args.baseline, not args.no_baseline, requested=args.model)
-        if args.command == "predict":
-            if len(args.group_size) != 1:
-                _fail("--group-size takes one value")
-            pred = core.predict(
-                query,
-                args.bits,
-                args.group_size[0],
-                args.calib_samples,
-                args.task,
-                extrapolate=args.extrapolate,
-                deployment=dep,
-            )
-            _emit(pred, args.json)
-            return EXIT_OK
-        targets = dict(args.target)
-        for tier in ("km", "ka", "kr"):
-            if getattr(args, f"min_{tier}") is not None:
-                targets[tier.upper()] = getattr(args, f"min_{tier}")
-        grid = {
-            "memory_gb": args.memory_gb,
-            "bits_grid": args.bits or core.DEFAULT_BITS,
-            "group_grid": args.group_sizes or core.DEFAULT_GROUPS,
-            "calib_grid": args.calib_samples or core.DEFAULT_CALIB,
-            "scale": core.RELATIVE if args.relative else core.ADJUSTED,
-            "deployment": dep,
-            "allow_slow": args.allow_slow,
-        }
-        if args.command == "frontier":
-            front = core.frontier(query, targets, **grid)
-            if args.plot:
-                from advisor.plot import plot_frontier
+    if args.command == "models":
+        return _print_models()
+    if args.command == "profiles":
+        return _print_profiles(api.shipped_profiles())
+    info = api.resolve_model(args.model, **_model_kw(args))
+    dep = Deployment(engine=args.engine, context=args.context, batch=args.batch, kv_dtype=args.kv_dtype)
+    if args.baseline and args.no_baseline:
+        raise UserError("--baseline and --no-baseline exclude each other; give one")
+    query = api._query(info, args.profile, args.baseline, not args.no_baseline, requested=args.model)
+    if args.command == "predict":
+        if len(args.group_size) != 1:
+            raise UserError("--group-size takes one value")
+        pred = core.predict(
+            query,
+            args.bits,
+            args.group_size[0],
+            args.calib_samples,
+            args.task,
+            extrapolate=args.extrapolate,
+            deployment=dep,
+        )
+        _emit(pred, args.json)
+        return EXIT_OK
+    targets = dict(args.target)
+    for tier in ("km", "ka", "kr"):
+        if getattr(args, f"min_{tier}") is not None:
+            targets[tier.upper()] = getattr(args, f"min_{tier}")
+    grid = {
+        "memory_gb": args.memory_gb,
+        "bits_grid": args.bits or core.DEFAULT_BITS,
+        "group_grid": args.group_sizes or core.DEFAULT_GROUPS,
+        "calib_grid": args.calib_samples or core.DEFAULT_CALIB,
+        "scale": core.RELATIVE if args.relative else core.ADJUSTED,
+        "deployment": dep,
+        "allow_slow": args.allow_slow,
+    }
+    if args.command == "frontier":
+        front = core.frontier(query, targets, **grid)
+        if args.plot:
+            from advisor.plot import plot_frontier
 
-                plot_frontier(front, args.plot)
-            _emit(front, args.json)
-            return EXIT_OK
-        rec = core.recommend(query, targets, confidence=None if args.point_estimate else args.confidence, **grid)
-        if args.emit:
-            return _handover(rec, info.hf_id or info.name, args.emit, args.out)
-        _emit(rec, args.json)
-        return EXIT_OK if rec.found else EXIT_NOT_FOUND
-    except (CatalogError, ProfileError, core.AdviceError, UserError) as exc:
-        _fail(str(exc))
+            plot_frontier(front, args.plot)
+        _emit(front, args.json)
+        return EXIT_OK
+    rec = core.recommend(query, targets, confidence=None if args.point_estimate else args.confidence, **grid)
+    if args.emit:
+        return _handover(rec, info.hf_id or info.name, args.emit, args.out)
+    _emit(rec, args.json)
+    return EXIT_OK if rec.found else EXIT_NOT_FOUND
 
 
 def _handover(rec: Any, model: str, fmt: str, out: str) -> int:

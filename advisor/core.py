@@ -41,7 +41,7 @@ from advisor.schema import (
 )
 from strata.baseline import adj_from_z
 from strata.errors import UserError
-from strata.law import TIERS, denormalize, effective_group_size
+from strata.law import TIERS, denormalize, effective_group_size, group_size_problem
 from strata.profile import LawFit, Profile, law_draws
 
 DEFAULT_BITS = (2, 3, 4, 8)
@@ -110,8 +110,10 @@ def check_bits(profile: Profile, bits: Sequence[float], *, extrapolate: bool = F
 
 
 def check_groups(model: ModelInfo, groups: Sequence[int]) -> None:
+    # strata.law's rule, with the width as a bound rather than a divisor: the default grid holds sizes (256) that
+    # do not divide some catalog widths (2880, 1152, 960, 896)
     for g in groups:
-        if g != -1 and (g < 1 or g > model.arch.hidden_size):
+        if group_size_problem(g) or g > model.arch.hidden_size:
             raise AdviceError(
                 f"group size {g} is not usable for {model.name}: use -1 (per-channel) or 1..{model.arch.hidden_size}"
             )
