@@ -11,8 +11,8 @@ Choices made here, and why:
 - Item subsets are random with a recorded seed (``random.Random(f"{seed}:{task}")``), passed as lm-eval's
   ``samples=`` indices. lm-eval's own ``limit`` takes the *first* items, a biased subset for ordered datasets.
   The number of items behind each accuracy is always reported.
-- Local tasks (a tier map with ``include_path``) are indexed with ``TaskManager(include_defaults=False)``, which
-  skips indexing lm-eval's ~14k built-in tasks (seconds per call); the built-ins are indexed only when the map
+- Local tasks (a tier map with ``include_path``) are indexed with ``TaskManager(include_defaults=False)``, which skips
+  indexing lm-eval's thousands of built-in tasks (slow, on every call); the built-ins are indexed only when the map
   names one. Local JSONL probes are read by ``load_probe_dataset`` (named in the task YAML), which resolves the file
   against the task folder and validates every row.
 - The JSON is ``strata.answer``'s one shape, as ``advisor predict`` answers: tier means on the law's chance-adjusted

@@ -10,14 +10,14 @@ GPTQModel read W, not the block's working copy); per-channel (G = -1) finds them
 ``static_groups`` (the reference's option; always on in llm-compressor, whose observer fixes the grid before GPTQ
 runs) instead fixes every group's grid from the unquantized weights, in the original column order, up front.
 
-Batched: weights are stacked (C, rows, columns) and every column step, rank-1 update and block product runs once
-for all C configurations, so 16 configurations cost little more than one (the eager column loop is launch-bound,
-not FLOP-bound). The configurations differ in bits, group size and symmetry, and either share one Hessian (cols,
-cols) — the first layer of a model, or every layer when all configurations see full-precision activations — or
-each has its own (C, cols, cols) — when each one's inputs come through its own already-quantized layers below. The
-Cholesky factorisations are batched and each configuration reads its own row of H⁻¹; with act-order each
-configuration gets its own column permutation (gathered), so groups follow its own permuted columns, as in the
-reference without static groups.
+Batched: weights are stacked (C, rows, columns) and every column step, rank-1 update and block product runs once for all
+C configurations, so they share each step's launch cost (the eager column loop is launch-bound, not FLOP-bound;
+``bench/gptq_batched.py`` measures the gain). The configurations differ in bits, group size and symmetry, and either
+share one Hessian (cols, cols) — the first layer of a model, or every layer when all configurations see full-precision
+activations — or each has its own (C, cols, cols) — when each one's inputs come through its own already-quantized layers
+below. The Cholesky factorisations are batched and each configuration reads its own row of H⁻¹; with act-order each
+configuration gets its own column permutation (gathered), so groups follow its own permuted columns, as in the reference
+without static groups.
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
 """Import published PTQ measurements (CSV, one row per configuration x task) into the results store.
 
-The CSV columns are those of ``shared/data/published`` (see its README). Values are stored as printed; the
-accuracy is derived (percent / 100), the tier and chance level come from the tier map, and the item count from
-the tier map's evaluation-set sizes so a percentage becomes a count for a binomial likelihood. Rows whose note
-says SUSPECT are kept, flagged, and left out of fits by default.
+The CSV columns are those of the shipped copy, ``calibrate/data/published`` (see its README). Values are stored as
+printed; the accuracy is derived (percent / 100), the tier and chance level come from the tier map, and the item count
+from the tier map's evaluation-set sizes so a percentage becomes a count for a binomial likelihood. Rows whose note says
+SUSPECT are kept, flagged, and left out of fits by default.
 
 The same columns are what ``calibrate export`` writes for the project's own sweep results (``write_csv``), plus
 optional columns only a sweep knows exactly: ``tier``, ``chance`` (tasks the default tier map does not hold, e.g.
@@ -60,7 +60,8 @@ def read_published_csv(path: str | Path, tier_map: TierMap) -> Iterator[ResultRo
         missing = [c for c in REQUIRED if c not in (reader.fieldnames or [])]
         if missing:
             raise PublishedDataError(
-                f"{path}: missing column(s) {', '.join(missing)}; the columns are those of shared/data/published"
+                f"{path}: missing column(s) {', '.join(missing)}; a published CSV has the columns that "
+                "`calibrate export --csv` writes (see calibrate/data/published/README.md in the strata package)"
             )
         for line, rec in enumerate(reader, start=2):
             yield _row(rec, where=f"{path.name} line {line}", tier_map=tier_map)
