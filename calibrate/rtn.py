@@ -53,19 +53,21 @@ def linear_layers(model: nn.Module, skip: Iterable[str] = ("lm_head",)) -> dict[
 def apply_rtn(
     model: nn.Module, bits: int, group_size: int = PER_CHANNEL, skip: Iterable[str] = ("lm_head",)
 ) -> dict[str, torch.Tensor]:
-    """Swap RTN weights into the model's linear layers in place; return the originals for ``restore``."""
+    """Swap RTN weights into the model's quantizable weights in place (``calibrate.sequential.weights``: linears,
+    GPT-2's Conv1D, fused MoE experts, each along its input dimension); return the originals for ``restore``."""
+    from calibrate.sequential import weights  # nn.Linear, Conv1D (stored transposed), 3-D experts parameters
+
     originals: dict[str, torch.Tensor] = {}
-    for name, layer in linear_layers(model, skip).items():
-        originals[name] = layer.weight.detach().clone()
-        layer.weight.copy_(quantize_rtn(layer.weight, bits, group_size))
+    for name, w in weights(model, skip).items():
+        originals[name] = w.tensor.detach().clone()
+        w.tensor.copy_(w.stored(torch.stack([quantize_rtn(m, bits, group_size) for m in w.rows()])))
     return originals
 
 
 @torch.no_grad()
 def restore(model: nn.Module, originals: dict[str, torch.Tensor]) -> None:
     """Copy the original weights back (in place, so anything holding the model, e.g. an lm-eval HFLM, sees them)."""
-    modules = dict(model.named_modules())
+    from calibrate.sequential import param_of  # a linear's (or Conv1D's) weight, or a 3-D experts parameter
+
     for name, weight in originals.items():
-        layer = modules[name]
-        assert isinstance(layer, nn.Linear)
-        layer.weight.copy_(weight)
+        param_of(model, name).copy_(weight)

@@ -346,29 +346,47 @@ def test_a_model_that_does_not_load_exits_2_with_one_line(tmp_path: Path) -> Non
 # --- a library failing inside a unit: one line naming model, stage and task, exit 1, the store kept --------------
 
 
-@pytest.mark.parametrize(
-    ("arch", "over", "stage"),
-    [
-        # transformers gives a qwen2 checkpoint its own tokenizer class, which reads the world's vocabulary as
-        # unknown tokens: lm-eval then asserts on an empty continuation
-        ("Qwen2Config", {}, "evaluate (task strata_world_"),
-        # mixed sliding and full attention layers are refused by the sequential quantizer
-        ("Gemma2Config", {"head_dim": 16, "sliding_window": 16}, "quantize: ValueError: blocks of several"),
-    ],
-)
-def test_a_unit_failing_in_a_library_is_one_line_and_exit_1(tmp_path: Path, arch: str, over: dict, stage: str) -> None:
-    import transformers
-    from tiny_sweep import random_model
+# A library raising inside the unit, in a fresh process: the GPTQ solve's Cholesky factorisation (a Hessian that is
+# not positive definite) and lm-eval's evaluator (a bare assertion, as lm-eval raises on an empty continuation).
+_RAISE = {
+    "quantize": (
+        "calibrate.gptq",
+        "gptq",
+        "torch.linalg.LinAlgError('linalg.cholesky: The factorization could not be completed because the input is "
+        "not positive-definite (the leading minor of order 3 is not positive-definite).\\nsecond line')",
+    ),
+    "evaluate": ("lm_eval.evaluator", "evaluate", "AssertionError()"),
+}
 
-    model = random_model(tmp_path / arch, getattr(transformers, arch), **over)
+
+@pytest.mark.parametrize(
+    ("where", "stage"),
+    [("quantize", "quantize: _LinAlgError: linalg.cholesky"), ("evaluate", "evaluate (task strata_world_")],
+)
+def test_a_unit_failing_in_a_library_is_one_line_and_exit_1(tmp_path: Path, where: str, stage: str) -> None:
     keep = tmp_path / "s.sqlite"
     with Store.open(keep) as store:
         store.add([_a_row()])
-    path = _write(tmp_path, _spec_dict(tmp_path, models=[{"model": str(model), "family": arch}], bits=[4]))
-    proc = _sweep_cli(path)
+    path = _write(tmp_path, _spec_dict(tmp_path, bits=[4]))
+    module, name, error = _RAISE[where]
+    code = (
+        f"import importlib, runpy, sys, torch\n"
+        f"def boom(*args, **kwargs):\n    raise {error}\n"
+        f"setattr(importlib.import_module({module!r}), {name!r}, boom)\n"
+        f"sys.argv = ['calibrate', 'sweep', {str(path)!r}, '-q']\n"
+        f"runpy.run_module('calibrate.cli', run_name='__main__')\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"},
+    )
     assert proc.returncode == 1, proc.stderr
     assert "Traceback" not in proc.stderr
     failed = [line for line in proc.stderr.splitlines() if line.startswith("failed: ")]
-    assert failed and all(f"model {arch}: {stage}" in line for line in failed), proc.stderr
+    assert failed and all(f"model strata-world-xs: {stage}" in line for line in failed), proc.stderr
+    assert "second line" not in proc.stderr
     with Store.open(keep) as store:
         assert _a_row().key() in {r.key() for r in store.rows()}
