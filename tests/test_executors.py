@@ -185,3 +185,28 @@ def test_a_spec_round_trips_through_json_for_remote_workers(tmp_path: Path) -> N
     spec = parse_spec(_spec_dict(tmp_path / "s.sqlite"))
     back = SweepSpec.model_validate_json(spec.model_dump_json())
     assert back == spec and back.content_hash() == spec.content_hash()
+
+
+def test_executors_are_looked_up_by_name_and_their_options_checked_before_any_work() -> None:
+    from calibrate.executors import ExecutorOptions, make_executor
+    from calibrate.sweep import SweepError
+
+    assert isinstance(make_executor("local", ExecutorOptions()), LocalExecutor)
+    with pytest.raises(SweepError, match="--executor dask is not known; use local, ray or slurm"):
+        make_executor("dask", ExecutorOptions())
+    with pytest.raises(SweepError, match="--cpus-per-task and --timeout-min >= 1"):
+        make_executor("local", ExecutorOptions(cpus_per_task=0))
+
+
+def test_one_retry_policy_announces_each_retry_and_keeps_the_units_out_of_attempts() -> None:
+    from calibrate.executors import Retries
+    from calibrate.spec import ModelSpec
+    from calibrate.sweep import Unit, UnitsFailed
+
+    events: list[str] = []
+    unit = Unit(ModelSpec(model="m"), "reference")
+    retries = Retries(1, events.append)
+    assert retries.again(unit, 1, "boom [job 7]") and not retries.again(unit, 2, "boom [job 8]")
+    assert events == ["retrying m unquantized (attempt 2 of 2): boom [job 7]"]
+    with pytest.raises(UnitsFailed, match=r"failed: m unquantized after 2 attempt\(s\): boom \[job 8\]"):
+        retries.raise_failures()
