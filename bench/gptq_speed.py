@@ -56,6 +56,16 @@ ROOT = Path(__file__).resolve().parents[1]
 MODELS = {"xs": ROOT / "examples/models/strata-world-xs", "s": ROOT / "examples/models/strata-world-s"}
 # The published configs' dimensions (Qwen/Qwen3-1.7B, Qwen/Qwen3-8B config.json).
 SHAPES: dict[str, dict[str, Any]] = {
+    # not a published model: the smallest Qwen3 that exercises every path (bench/gpu.sh --tiny, on a CPU)
+    "tiny": {
+        "hidden_size": 128,
+        "intermediate_size": 256,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "head_dim": 32,
+        "tie_word_embeddings": True,
+    },
     "qwen3-1.7b": {
         "hidden_size": 2048,
         "intermediate_size": 6144,
