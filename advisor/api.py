@@ -54,13 +54,18 @@ def choose_profile(model: ModelInfo, profile: str | None = None) -> tuple[Profil
         if profile.endswith(".json") or Path(profile).exists():
             return load_profile(profile), profile
         raise ProfileError(f"unknown profile {profile!r}; pass a JSON path or one of {', '.join(sorted(shipped))}")
+    population: Path | None = None
     for _, path in sorted(shipped.items()):
         try:  # peek with plain json: validating every shipped profile would cost start-up time
-            applies = json.loads(path.read_text()).get("applies_to", [])
+            raw = json.loads(path.read_text())
         except (OSError, ValueError):
             continue
-        if model.family in applies:
+        if model.family in raw.get("applies_to", []):
             return load_profile(path), str(path)
+        if population is None and raw.get("new_family"):
+            population = path
+    if population is not None:  # a family no profile is fitted on: a new family drawn from the population
+        return load_profile(population), str(population)
     raise ProfileError(
         f"no shipped profile applies to family {model.family}; pass --profile (shipped: {', '.join(sorted(shipped))})"
     )
@@ -91,7 +96,7 @@ def _query(
     elif published:
         names = [n for n in (requested, model if isinstance(model, str) else None) if n]
         found = shipped_baseline(*names, info.hf_id, info.name, *info.aliases)
-    cond = Conditioning.of(prof, info.name, info.params, *found) if found is not None else None
+    cond = Conditioning.of(prof, info.name, info.params, *found, family=info.family) if found is not None else None
     return core.Query(info, prof, path, cond)
 
 
@@ -103,7 +108,7 @@ def recommend(
     min_kr: float | None = None,
     memory_gb: float | None = None,
     profile: str | None = None,
-    bits: Sequence[float] = core.DEFAULT_BITS,
+    bits: Sequence[float] | None = None,
     group_sizes: Sequence[int] = core.DEFAULT_GROUPS,
     calib_samples: Sequence[int] = core.DEFAULT_CALIB,
     relative: bool = False,
@@ -159,7 +164,7 @@ def frontier(
     targets: dict[str, float] | None = None,
     profile: str | None = None,
     memory_gb: float | None = None,
-    bits: Sequence[float] = core.DEFAULT_BITS,
+    bits: Sequence[float] | None = None,
     group_sizes: Sequence[int] = core.DEFAULT_GROUPS,
     calib_samples: Sequence[int] = core.DEFAULT_CALIB,
     deployment: Deployment | None = None,

@@ -99,7 +99,7 @@ def _grid_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--memory-gb", type=float, help="memory budget, decimal GB: weights, or the whole bill with --context"
     )
-    p.add_argument("--bits", type=_floats, default=None, help="bit-widths to search (default 2,3,4,8)")
+    p.add_argument("--bits", type=_floats, default=None, help="bit-widths to search (default 3,4,8; 2 when asked)")
     p.add_argument("--group-sizes", type=_groups, default=None, help="default 32,64,128,256,per-channel")
     p.add_argument("--calib-samples", type=_ints, default=None, help="default 8,32,128,512,1024")
     p.add_argument("--allow-slow", action="store_true", help="with --engine: also configurations on a slow kernel path")
@@ -190,7 +190,7 @@ def run(argv: Sequence[str] | None = None) -> int:
             targets[tier.upper()] = getattr(args, f"min_{tier}")
     grid = {
         "memory_gb": args.memory_gb,
-        "bits_grid": args.bits or core.DEFAULT_BITS,
+        "bits_grid": args.bits or None,
         "group_grid": args.group_sizes or core.DEFAULT_GROUPS,
         "calib_grid": args.calib_samples or core.DEFAULT_CALIB,
         "scale": core.RELATIVE if args.relative else core.ADJUSTED,

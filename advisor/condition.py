@@ -19,7 +19,7 @@ import numpy as np
 
 from strata.baseline import Baseline, adj_from_z, conditioned_z, parse_baseline, tier_baseline_z
 from strata.law import log_neg_log_acc
-from strata.profile import LawFit, Profile, law_coef, law_draws
+from strata.profile import LawFit, Profile, law_coef, law_draws, tier_law_for
 
 _SHIPPED = Path(__file__).with_name("data") / "baselines.json"
 UNKNOWN_ITEMS = 1000  # items assumed behind a score whose task the tier map does not size
@@ -64,13 +64,16 @@ class Conditioning:
     baseline: Baseline
     source: str
     items: dict[str, int]  # task -> items behind its baseline score
+    family: str = ""
     tiers: dict[str, list[str]] = field(default_factory=dict)  # tier -> the baseline tasks it is conditioned on
     law_only: dict[str, list[str]] = field(default_factory=dict)  # tier -> its tasks the baseline lacks
     skipped: dict[str, str] = field(default_factory=dict)  # tier -> why it is not conditioned
     unused: list[str] = field(default_factory=list)  # baseline tasks the profile does not use, with why
 
     @classmethod
-    def of(cls, profile: Profile, model: str, params: float, baseline: Baseline, source: str) -> Conditioning:
+    def of(
+        cls, profile: Profile, model: str, params: float, baseline: Baseline, source: str, family: str = ""
+    ) -> Conditioning:
         from strata.tiermap import load_tier_map
 
         tmap = load_tier_map()
@@ -78,7 +81,7 @@ class Conditioning:
         for name, t in baseline.tasks.items():
             spec = tmap.tasks.get(tmap.resolve(name) or name)
             items[name] = t.n or (spec.items if spec is not None and spec.items else UNKNOWN_ITEMS)
-        c = cls(profile, model, params, baseline, source, items)
+        c = cls(profile, model, params, baseline, source, items, family)
         used: set[str] = set()
         for tier in profile.tiers:
             tasks = [k for k, law in profile.tasks.items() if law.tier == tier]
@@ -103,7 +106,9 @@ class Conditioning:
 
     def _laws(self, tier: str, bits: Any, group: Any, calib: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Draws of the tier's quantized law (S, M) and 16-bit law (S, 1), and the drop sd (S,)."""
-        law, unq = self.profile.tiers[tier], self.profile.unquantized[tier]
+        law = tier_law_for(self.profile, tier, self.family)
+        assert law is not None  # a conditioned tier has a law (Conditioning.of)
+        unq = self.profile.unquantized[tier]
         zq = _z(law, self.params, bits, group, calib)
         one = np.array([1.0])
         zu = _align(_z(unq, self.params, one * 16, one, one * 2), zq.shape[0], f"{self.model}:{tier}:u")
@@ -130,6 +135,10 @@ class Conditioning:
         draws = [self.task(k, bits, group, calib) for k in tasks]
         size = max(d.shape[0] for d in draws if d is not None)
         return np.mean([_align(d, size, f"{self.model}:{k}") for k, d in zip(tasks, draws, strict=True)], axis=0)
+
+    def task_baseline(self, task: str, size: int) -> np.ndarray:
+        """Draws of one task's 16-bit chance-adjusted value (its baseline, with the item noise)."""
+        return adj_from_z(self._baseline_z([task], size, task))
 
     def tier_baseline(self, tier: str, size: int) -> np.ndarray | None:
         """Draws of the tier's 16-bit value when the baseline holds all its tasks (else None: only part is known)."""

@@ -40,9 +40,10 @@ from advisor.schema import (
     TierAnswer,
 )
 from strata.baseline import adj_from_z
+from strata.collapse import mix, probability
 from strata.errors import UserError
 from strata.law import TIERS, denormalize, effective_group_size, group_size_problem
-from strata.profile import LawFit, Profile, law_draws
+from strata.profile import LawFit, Profile, law_draws, tier_law_for
 
 DEFAULT_BITS = (2, 3, 4, 8)
 DEFAULT_GROUPS = (32, 64, 128, 256, -1)
@@ -63,17 +64,45 @@ class Query:
     conditioning: Conditioning | None = None  # the model's own unquantized scores, when known
 
     def tier_draws(self, tier: str, bits: Any, group: Any, calib: Any) -> np.ndarray:
-        """Predictive chance-adjusted draws (S, M) of a tier: given the baseline where it conditions the tier."""
+        """Predictive chance-adjusted draws (S, M) of a tier: given the baseline where it conditions the tier, with
+        the collapse mixed in where the profile models it."""
         c, m = self.conditioning, self.model
         if c is not None and tier in c.tiers:
-            return c.tier(tier, bits, group, calib)
-        return law_draws(_tier_law(self.profile, tier), m.params, bits, group, calib, model=m.name, tier=tier)
+            smooth = c.tier(tier, bits, group, calib)
+            known = c.tier_baseline(tier, smooth.shape[0])
+        else:
+            law = _tier_law(self.profile, tier, family=m.family)
+            smooth = law_draws(law, m.params, bits, group, calib, model=m.name, tier=tier)
+            known = None
+        if known is None and tier in self.profile.unquantized:
+            one = np.array([1.0])
+            unq = self.profile.unquantized[tier]
+            known = law_draws(unq, m.params, one * 16, one, one * 2, model=m.name, tier=tier)[:, 0]
+        return self._collapse(smooth, known, bits, group)
 
     def task_draws(self, task: str, bits: Any, group: Any, calib: Any) -> np.ndarray:
         c, m, law = self.conditioning, self.model, self.profile.tasks[task]
         if c is not None:
-            return c.task(task, bits, group, calib)
-        return law_draws(law, m.params, bits, group, calib, model=m.name, tier=law.tier)
+            smooth = c.task(task, bits, group, calib)
+        else:
+            smooth = law_draws(law, m.params, bits, group, calib, model=m.name, tier=law.tier)
+        base = c.baseline.tasks.get(task) if c is not None else None
+        if base is not None:
+            known = c.task_baseline(task, smooth.shape[0]) if c is not None else None
+        else:  # no 16-bit law per task: its own law at 8 bits (near lossless in every published table) stands in
+            eight = np.full(np.shape(np.atleast_1d(bits)), 8.0)
+            known = law_draws(law, m.params, eight, group, calib, model=m.name, tier=law.tier).mean(axis=1)
+        return self._collapse(smooth, known, bits, group)
+
+    def _collapse(self, smooth: np.ndarray, known: np.ndarray | None, bits: Any, group: Any) -> np.ndarray:
+        """``smooth`` (S, M) with the profile's collapse probability mixed in; a collapsed draw keeps a retained
+        fraction of ``known`` (S,), the model's unquantized value. One collapse per (model, configuration), shared
+        by every tier and task, as a collapse is of the whole model."""
+        model = self.profile.collapse
+        if model is None or known is None:
+            return smooth
+        p = probability(model, self.model.family, bits, group, self.model.params)
+        return mix(smooth, np.asarray(known, float).reshape(-1, 1), p, model, self.model.name)
 
     def baseline_answer(self) -> BaselineAnswer | None:
         c = self.conditioning
@@ -99,11 +128,13 @@ def _interval(samples: np.ndarray) -> Interval:
 
 def check_bits(profile: Profile, bits: Sequence[float], *, extrapolate: bool = False) -> None:
     lo, hi = profile.bits_supported
-    bad = [b for b in bits if not (lo <= b <= hi) and b != 16]
+    below = profile.collapse is not None  # below the law's bits the collapse model answers
+    bad = [b for b in bits if not (lo <= b <= hi) and b != 16 and not (below and 1 < b < lo)]
     if bad and not extrapolate:
         raise AdviceError(
             f"bits {bad[0]:g} is outside what the law supports ({lo:g} to {hi:g} bits, or 16 for unquantized): "
-            "2-bit is a collapse the paper excludes from fitting; pass --extrapolate to predict anyway"
+            "2-bit is a collapse the smooth law does not describe and this profile has no collapse model; "
+            "pass --extrapolate to predict anyway"
         )
     if any(b <= 1 or b > 16 for b in bits):
         raise AdviceError(f"bits must be in (1, 16], got {min(bits):g}..{max(bits):g}")
@@ -124,7 +155,9 @@ def extrapolation(profile: Profile, model: ModelInfo, bits: float, group: int, c
     d = profile.data
     out = []
     if model.family not in profile.families:
-        out.append(f"family {model.family} is not in the profile's data ({', '.join(profile.families)})")
+        nf = profile.new_family
+        how = f"; predicted as a new family of the population of {', '.join(nf.families)}" if nf else ""
+        out.append(f"family {model.family} is not in the profile's data ({', '.join(profile.families)}){how}")
     if not d.params_b[0] <= model.params_b <= d.params_b[1]:
         out.append(f"N {model.params_b:g}B outside {d.params_b[0]:g}-{d.params_b[1]:g}B")
     if bits != 16 and not min(d.bits) <= bits <= max(d.bits):
@@ -147,15 +180,15 @@ def _ref(q: Query) -> ProfileRef:
     return ProfileRef(name=q.profile.name, path=q.profile_path, engine=q.profile.engine)
 
 
-def _tier_law(profile: Profile, tier: str, *, unquantized: bool = False) -> LawFit:
-    laws = profile.unquantized if unquantized else profile.tiers
-    if tier not in laws:
+def _tier_law(profile: Profile, tier: str, *, unquantized: bool = False, family: str = "") -> LawFit:
+    law = profile.unquantized.get(tier) if unquantized else tier_law_for(profile, tier, family)
+    if law is None:
         what = "16-bit" if unquantized else "quantized"
         raise AdviceError(
             f"profile {profile.name} has no {what} {tier} law (its data has no {tier} benchmark); "
             f"drop the {tier} target or use a profile with {tier} data (--profile)"
         )
-    return laws[tier]
+    return law
 
 
 def predict(
@@ -229,7 +262,7 @@ def recommend(
     targets: dict[str, float],
     *,
     memory_gb: float | None = None,
-    bits_grid: Sequence[float] = DEFAULT_BITS,
+    bits_grid: Sequence[float] | None = None,
     group_grid: Sequence[int] = DEFAULT_GROUPS,
     calib_grid: Sequence[int] = DEFAULT_CALIB,
     scale: str = ADJUSTED,
@@ -318,14 +351,19 @@ def _check_targets(targets: dict[str, float], confidence: float | None) -> None:
         raise AdviceError(f"--confidence must be in (0, 1), got {confidence:g}")
 
 
-def _usable_bits(p: Profile, bits_grid: Sequence[float]) -> tuple[list[float], list[str]]:
-    """The grid's bit-widths inside the law's support, and a line for each one left out."""
+def _usable_bits(p: Profile, bits_grid: Sequence[float] | None) -> tuple[list[float], list[str]]:
+    """The grid's bit-widths the answer can stand behind, and a line for each one left out: inside the law's
+    support; below it only when asked for (``bits_grid`` given) and the profile models the collapse."""
     lo, hi = p.bits_supported
-    usable = [b for b in bits_grid if lo <= b <= hi]
-    excluded = [
-        f"{b:g}-bit: outside the law's support ({lo:g}-{hi:g} bits; 2-bit collapse is not modelled)"
-        for b in sorted(set(bits_grid) - set(usable))
-    ]
+    asked = bits_grid is not None
+    grid = list(bits_grid) if bits_grid is not None else list(DEFAULT_BITS)
+    usable = [b for b in grid if lo <= b <= hi or (asked and p.collapse is not None and 1 < b < lo)]
+    excluded = []
+    for b in sorted(set(grid) - set(usable)):
+        if b < lo and p.collapse is not None:
+            excluded.append(f"{b:g}-bit: a collapse regime, left out unless asked for (--bits {b:g},3,4,8)")
+        else:
+            excluded.append(f"{b:g}-bit: outside the law's support ({lo:g}-{hi:g} bits) and no collapse model")
     if not usable:
         raise AdviceError(f"no bit-width in the grid is within the law's support ({lo:g}-{hi:g}); e.g. --bits 3,4,8")
     return usable, excluded
@@ -488,7 +526,7 @@ def frontier(
     targets: dict[str, float] | None = None,
     *,
     memory_gb: float | None = None,
-    bits_grid: Sequence[float] = DEFAULT_BITS,
+    bits_grid: Sequence[float] | None = None,
     group_grid: Sequence[int] = DEFAULT_GROUPS,
     calib_grid: Sequence[int] = DEFAULT_CALIB,
     scale: str = ADJUSTED,

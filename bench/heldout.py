@@ -2,11 +2,11 @@
 
     python bench/heldout.py [--published ../shared/data/published] [--markdown FILE]
 
-For every published GPTQ accuracy row at B >= 3 (not SUSPECT, metric acc) of a model the catalog knows, with an
-FP16 row of the same source, model and task: predict it with the shipped profile for the model's family (or, for a
-family no profile covers, the one whose families are nearest: `--profile` per family below). A row is *held out*
-when its model is not in the profile's data. Per group of rows: MAE in points of raw accuracy, the share inside the
-90% interval, and how many lie more than 5 points outside it, for
+For every published GPTQ accuracy row (not SUSPECT, metric acc; 2-bit rows in groups of their own) of a model the
+catalog knows, with an FP16 row of the same source, model and task: predict it with the shipped profile named for the
+model's family in PROFILE_OF. A row is *held out* when its model is not in the profile's data, of a *new family*
+when its family is not either (the profile's new-family law answers). Per group of rows: MAE in points of raw
+accuracy, the share inside the 90% interval, and how many lie more than 5 points outside it, for
 
 - `advisor, baseline`: conditioned on the row's own FP16 score from the same table (`--baseline`),
 - `advisor, no baseline`: the law alone (`--no-baseline`),
@@ -52,7 +52,7 @@ def main() -> None:
     fp16 = {(r.source, r.model, r.task): r for r in data if r.method in ("FP16", "BF16") and r.metric == "acc"}
     quant = [
         r for r in data
-        if r.method == "GPTQ" and r.bits >= 3 and r.metric == "acc" and not r.suspect and r.accuracy is not None
+        if r.method == "GPTQ" and r.bits >= 2 and r.metric == "acc" and not r.suspect and r.accuracy is not None
         and (r.source, r.model, r.task) in fp16 and r.group_size is not None and r.family in PROFILE_OF
     ]  # fmt: skip
     results: dict[tuple[str, str], list[tuple[float, float, float | None, float | None]]] = defaultdict(list)
@@ -67,6 +67,7 @@ def main() -> None:
             continue
         held = "in the fit" if r.model in q0.profile.data.models else "held out"
         split = f"{prof_name}: {held}" + ("" if r.family in q0.profile.families else f" ({r.family}, new family)")
+        split += " · 2-bit" if r.bits < 3 else ""
         base = {
             "tasks": {k[2]: {"mean": v.accuracy} for k, v in fp16.items() if k[:2] == (r.source, r.model)},
             "source": r.source,

@@ -19,7 +19,7 @@ from fit.infer import Posterior, Thresholds
 from fit.ols import FitError
 from fit.profiles import FitSpec, Obs, Rows, _fit, assemble, ols_task_law, task_obs, tier_obs
 from strata.law import COEF_NAMES, TIERS, LawCoef, design, four_factor, linearize
-from strata.profile import Coef, FitDiagnostics, LawFit, NutsSettings, Profile, SviSettings, TaskLaw
+from strata.profile import Coef, FitDiagnostics, LawFit, NewFamily, NutsSettings, Profile, SviSettings, TaskLaw
 
 PROFILE_DRAWS = 200
 
@@ -187,5 +187,17 @@ def bayes_profile(
         raise FitError(f"the posterior has no tier law for {family}")
     general = _fit(tier_obs(quant, None), "general", COEF_NAMES, draws=False)
     laws = {"tiers": tiers, "general": general, "baseline": baseline, "unquantized": unquantized, "tasks": tasks}
-    extra = {"likelihood": post.likelihood, "diagnostics": diag}
+    # A family no profile was fitted on: the population law plus a family deviation drawn with tau (the spread
+    # between the fitted families), so the advisor answers for it honestly wide instead of refusing it.
+    empty = tier_obs(Rows([], []), None)
+    new = {
+        t: _law_fit(post.new_family(t, seed=settings.seed), None if omega is None else omega[:, i], empty)
+        for i, t in enumerate(post.tier_names)
+        if t in tiers
+    }
+    extra = {
+        "likelihood": post.likelihood,
+        "diagnostics": diag,
+        "new_family": NewFamily(families=list(post.family_names), tiers=new),
+    }
     return assemble(spec, quant, Counter(quant.excluded), command, settings=settings, laws=laws, **extra)

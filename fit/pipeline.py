@@ -12,10 +12,11 @@ from pydantic import ValidationError
 from advisor import catalog
 from calibrate.published import published_csvs, read_published_csv
 from calibrate.store import Store
+from fit.collapse import configurations, fit_collapse
 from fit.ols import FitError
 from fit.presets import PRESETS
 from fit.profiles import FitSpec, Rows, build_profile, select
-from strata.profile import FitSettings, NutsSettings, OlsSettings, Profile, SviSettings
+from strata.profile import CollapseModel, FitSettings, NutsSettings, OlsSettings, Profile, SviSettings
 from strata.rows import ResultRow
 from strata.tiermap import load_tier_map
 
@@ -72,10 +73,15 @@ def fit_profile(
         )
     if include_suspect:
         spec = FitSpec(**{**spec.__dict__, "include_suspect": True})
-    quant, ref = gather(spec, store=store, published=published, tier_map=tier_map)
-    others = {p: gather(spec_for(p), store=store, published=published, tier_map=tier_map)[0]
+    rows = read_rows(store=store, published=published, tier_map=tier_map)
+    quant, ref = select(rows, spec, hidden_size_of, quantized=True), select(rows, spec, hidden_size_of, quantized=False)
+    others = {p: select(rows, spec_for(p), hidden_size_of, quantized=True)
               for p in joint if p != spec.name and chosen.joint}  # fmt: skip
-    return chosen.fit(Job(spec, quant, ref, others, settings, command, force))
+    profile = chosen.fit(Job(spec, quant, ref, others, settings, command, force))
+    what = f"{spec.method} configurations of every family in {'the store' if store else ''}"
+    what += (" and " if store and published else "") + ("the published tables" if published else "")
+    profile.collapse = collapse_of(rows, spec.method, what)
+    return profile
 
 
 # `fit run` flags of the settings' fields: what ``command_for`` writes, and what the CLI reads into settings.
@@ -186,6 +192,14 @@ def gather(
     spec: FitSpec, *, store: Path | None = None, published: Path | str | None = "shipped", tier_map: Path | None = None
 ) -> tuple[Rows, Rows]:
     """The spec's quantized rows and 16-bit reference rows, from a store and/or the published CSVs."""
+    rows = read_rows(store=store, published=published, tier_map=tier_map)
+    return select(rows, spec, hidden_size_of, quantized=True), select(rows, spec, hidden_size_of, quantized=False)
+
+
+def read_rows(
+    *, store: Path | None = None, published: Path | str | None = "shipped", tier_map: Path | None = None
+) -> list[ResultRow]:
+    """Every row of a store and/or the published CSVs (deduplicated by the store's row identity)."""
     tmap = load_tier_map(tier_map)
     with Store.open(store if store is not None else ":memory:") as db:
         if published is not None:
@@ -195,4 +209,13 @@ def gather(
         rows = list(db.rows())
     if not rows:
         raise FitError("the store holds no rows; import published data or run a sweep first")
-    return select(rows, spec, hidden_size_of, quantized=True), select(rows, spec, hidden_size_of, quantized=False)
+    return rows
+
+
+def collapse_of(rows: list[ResultRow], method: str, source: str) -> CollapseModel | None:
+    """The collapse probability fitted on every family's configurations of ``method`` (a population model: each
+    family shifts it), or None when the data hold no collapse to fit."""
+    try:
+        return fit_collapse(configurations(rows, hidden_size_of, method), source)
+    except ValueError:
+        return None

@@ -134,6 +134,39 @@ class SviSettings(Strict):
 FitSettings = Annotated[OlsSettings | NutsSettings | SviSettings, Field(discriminator="engine")]
 
 
+class NewFamily(Strict):
+    """Tier laws for a family the fit has not seen: drawn from the population of the fitted families."""
+
+    families: list[str] = Field(description="the families the population is fitted on")
+    tiers: dict[str, LawFit] = Field(description="tier -> the law of a new family (population + a tau deviation)")
+
+
+COLLAPSE_THRESHOLD = 0.5  # median retained chance-adjusted accuracy below which a configuration has collapsed
+COLLAPSE_FEATURES = ("intercept", "bits", "ln_group", "ln_params")
+
+
+class CollapseModel(Strict):
+    """The collapse probability as a profile carries it (``strata.collapse`` evaluates it, ``fit.collapse`` fits it)."""
+
+    threshold: float = COLLAPSE_THRESHOLD
+    features: list[str] = Field(default_factory=lambda: list(COLLAPSE_FEATURES))
+    draws: list[list[float]] = Field(description="(S, 4) draws of the weights, in `features` order")
+    family_effect: dict[str, list[float]] = Field(description="family -> (S,) draws of its intercept shift")
+    tau: float = Field(gt=0, description="sd of a family's intercept shift; a new family draws from N(0, tau)")
+    retained: list[float] = Field(description="retained chance-adjusted fractions seen in collapsed configurations")
+    n_configs: int
+    n_collapsed: int
+    source: str = Field(description="what the model was fitted on")
+
+
+def tier_law_for(profile: Profile, tier: str, family: str) -> LawFit | None:
+    """The tier law to predict a model of ``family`` with: the profile's own, or for a family the profile was not
+    fitted on, its new-family law (where it has one: Bayesian profiles of several families)."""
+    if family not in profile.families and profile.new_family is not None and tier in profile.new_family.tiers:
+        return profile.new_family.tiers[tier]
+    return profile.tiers.get(tier)
+
+
 class Profile(Strict):
     schema_version: int
     name: str
@@ -155,6 +188,10 @@ class Profile(Strict):
     command: str = Field(description="the command that regenerates this profile")
     strata_version: str
     diagnostics: FitDiagnostics | None = None
+    new_family: NewFamily | None = Field(default=None, description="Bayesian profiles: laws for unseen families")
+    collapse: CollapseModel | None = Field(
+        default=None, description="the probability that a configuration collapses (below the law's bits too)"
+    )
     likelihood: str | None = Field(default=None, description="Bayesian fits: binomial or beta_binomial")
 
     @model_validator(mode="after")
