@@ -217,7 +217,9 @@ def _handover(rec: Any, model: str, fmt: str, out: str) -> int:
     from advisor.emit import Choice, emit
 
     if rec.recommendation is None:
-        short = ", ".join(f"{t} short by {v:.3f}" for t, v in rec.shortfall.items())
+        from advisor.render import shortfall_text
+
+        short = shortfall_text(rec)
         sys.stderr.write(f"advisor: no configuration meets the targets ({short}); nothing to emit\n")
         return EXIT_NOT_FOUND
     c = rec.recommendation.config

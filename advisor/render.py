@@ -53,6 +53,15 @@ def _bill(c: Candidate | Prediction, console: Console) -> None:
         )
 
 
+def shortfall_text(answer: Recommendation) -> str:
+    """Why nothing qualifies: tiers whose mean falls short, or (means clear) the probability that falls short."""
+    parts = [f"{t} {'short by' if v > 0 else 'mean clears by'} {abs(v):.3f}" for t, v in answer.shortfall.items()]
+    c = answer.closest
+    if c is not None and c.prob_all is not None and answer.confidence is not None and c.prob_all < answer.confidence:
+        parts.append(f"P(all) {c.prob_all:.2f} < {answer.confidence:g}")
+    return ", ".join(parts)
+
+
 def _baseline(answer: Recommendation | Prediction, console: Console) -> None:
     b = answer.baseline
     if b is None:
@@ -142,7 +151,7 @@ def show(answer: Recommendation | Prediction | Frontier, console: Console | None
             )
     else:
         assert answer.closest is not None
-        short = ", ".join(f"{t} short by {v:.3f}" for t, v in answer.shortfall.items())
+        short = shortfall_text(answer)
         console.print(f"[red]no configuration meets the targets[/] ({short})")
         for t in tiers:
             best = answer.best_reachable.get(t)
