@@ -74,13 +74,14 @@ class Conditioning:
     def of(
         cls, profile: Profile, model: str, params: float, baseline: Baseline, source: str, family: str = ""
     ) -> Conditioning:
-        from strata.tiermap import load_tier_map
+        items = {name: t.n for name, t in baseline.tasks.items() if t.n is not None}
+        if len(items) < len(baseline.tasks):  # the tier map says how many items a task has
+            from strata.tiermap import load_tier_map
 
-        tmap = load_tier_map()
-        items = {}
-        for name, t in baseline.tasks.items():
-            spec = tmap.tasks.get(tmap.resolve(name) or name)
-            items[name] = t.n or (spec.items if spec is not None and spec.items else UNKNOWN_ITEMS)
+            tmap = load_tier_map()
+            for name in baseline.tasks.keys() - items.keys():
+                spec = tmap.tasks.get(tmap.resolve(name) or name)
+                items[name] = spec.items if spec is not None and spec.items else UNKNOWN_ITEMS
         c = cls(profile, model, params, baseline, source, items, family)
         used: set[str] = set()
         for tier in profile.tiers:

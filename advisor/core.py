@@ -19,11 +19,11 @@ from typing import Any
 
 import numpy as np
 
-from advisor import engines
 from advisor.catalog import ModelInfo
 from advisor.condition import Conditioning
 from advisor.memory import GB, kv_cache_bytes, memory_bill, quantized_bytes, unquantized_bytes
 from advisor.schema import (
+    ANY_ENGINE,
     BaselineAnswer,
     Candidate,
     Deployment,
@@ -210,8 +210,8 @@ def predict(
         raise AdviceError(f"calibration samples must be >= 2, got {calib}")
     check_deployment(m, dep)
     kernel = None
-    if dep.engine != engines.ANY and bits != 16:
-        kernel = engines.kernel_support(dep.engine, bits, group, sym=True, act_order=False)
+    if dep.engine != ANY_ENGINE and bits != 16:
+        kernel = _kernel(dep.engine, bits, group)
         if kernel == "unsupported":
             raise AdviceError(
                 f"{dep.engine} has no kernel for GPTQ {bits:g}-bit G={group}; pick another configuration, or see "
@@ -413,8 +413,18 @@ def _bill(m: ModelInfo, bits: float, group: int, dep: Deployment) -> MemoryParts
     )
 
 
+def _kernel(engine: str, bits: float, group: int) -> str:
+    from advisor import engines
+
+    return engines.kernel_support(engine, bits, group, sym=True, act_order=False)
+
+
 def check_deployment(m: ModelInfo, dep: Deployment) -> None:
     """Flags of the deployment that name nothing usable: one line with the fix."""
+    if dep.engine == ANY_ENGINE and dep.context is None:
+        return
+    from advisor import engines  # the engines file is read only when an engine is named
+
     if dep.engine != engines.ANY:
         engines.engine(dep.engine)  # unknown engine: EngineError naming the choices
     if dep.context is not None:
@@ -436,12 +446,12 @@ def _grid(
     check_deployment(m, dep)
     kernels: dict[tuple[float, int], str | None] = {}
     for bb, gg in itertools.product(bits, groups):
-        support = engines.kernel_support(dep.engine, bb, gg, sym=True, act_order=False)
+        support = "fast" if dep.engine == ANY_ENGINE else _kernel(dep.engine, bb, gg)
         if support == "unsupported" or (support == "slow" and not allow_slow):
             why = "no kernel" if support == "unsupported" else "only a slow path (--allow-slow to include it)"
             excluded.append(f"{bb:g}-bit G={gg}: {dep.engine} has {why}")
             continue
-        kernels[(bb, gg)] = support if dep.engine != engines.ANY else None
+        kernels[(bb, gg)] = support if dep.engine != ANY_ENGINE else None
     if not kernels:
         raise AdviceError(
             f"--engine {dep.engine} has no {'' if allow_slow else 'fast '}kernel for any configuration of the grid; "

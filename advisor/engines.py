@@ -13,10 +13,11 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from advisor.schema import ANY_ENGINE
 from strata.errors import UserError
 
 Support = Literal["fast", "slow", "unsupported"]
-ANY = "any"  # the engine choice that restricts nothing
+ANY = ANY_ENGINE
 _FILE = Path(__file__).with_name("data") / "engines.json"
 
 

@@ -12,6 +12,7 @@ from strata.answer import Estimate
 from strata.profile import Strict as _Strict
 
 ANSWER_SCHEMA_VERSION = 2
+ANY_ENGINE = "any"  # the engine choice that restricts nothing
 
 Interval = Estimate  # predicted: the 5% and 95% quantiles of the predictive draws (see strata.answer)
 
@@ -52,7 +53,7 @@ class BaselineAnswer(_Strict):
 class Deployment(_Strict):
     """Where the model will be served: what the memory bill and the kernel check are computed for."""
 
-    engine: str = "any"
+    engine: str = ANY_ENGINE
     context: int | None = Field(default=None, description="tokens per sequence; None: weights only are billed")
     batch: int = 1
     kv_dtype: str = "bf16"

@@ -127,3 +127,8 @@ def test_a_bad_catalog_entry_fails_with_one_line(tmp_path):
     bad.write_text(json.dumps(doc))
     with pytest.raises(CatalogError, match=r"entry 3 \(qwen3-8b\): config lacks a usable field 'hidden_size'"):
         load_catalog(bad)
+
+
+def test_the_shipped_catalog_validates_and_is_what_the_advisor_loads_unchecked():
+    # the advisor skips pydantic on its own file at start-up; this is the check it relies on
+    assert load_catalog(validate=True) == CATALOG
