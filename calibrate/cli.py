@@ -54,6 +54,14 @@ def evaluate(
     rtn_bits: int | None = typer.Option(None, "--rtn-bits", help="round-to-nearest fake-quantize linear layers first"),
     rtn_group_size: int = typer.Option(-1, "--rtn-group-size", help="RTN group size (-1: per channel)"),
     trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="run the model's own Python code"),
+    datasets: str | None = typer.Option(
+        None,
+        "--datasets",
+        help="local dataset mirror (calibrate datasets pack; default: $STRATA_DATASETS, else the Hub)",
+    ),
+    max_length: int | None = typer.Option(
+        None, "--max-length", help="context tokens lm-eval may use (default: the model's max_position_embeddings)"
+    ),
     as_json: bool = typer.Option(False, "--json", help="print the result as JSON"),
 ) -> None:
     """Evaluate one model on every task of a tier map (lm-eval), per task and per tier."""
@@ -78,6 +86,8 @@ def evaluate(
         batch_size=batch_size,
         dtype=dtype,
         trust_remote_code=trust_remote_code,
+        datasets=datasets,
+        max_length=max_length,
     )
     config = None
     if rtn_bits is not None:
@@ -94,9 +104,56 @@ def evaluate(
         return
     typer.echo(f"{result['model']}  ({result['evaluation']['seconds']:.1f} s)")
     for name, t in result["tasks"].items():
-        typer.echo(f"  {name:<28} acc {t['mean']:.3f} ± {t['stderr']:.3f}  ({t['correct']}/{t['n']})")
+        measured = t["metric"] + ("" if t["filter"] == "none" else f",{t['filter']}") + f" {t['n_shot']}-shot"
+        typer.echo(f"  {name:<28} {t['mean']:.3f} ± {t['stderr']:.3f}  ({t['correct']}/{t['n']})  {measured}")
     for tier, t in result["tiers"].items():
         typer.echo(f"  {tier}  chance-adjusted {t['mean']:.3f}  [{t['lo']:.3f}, {t['hi']:.3f}]  n={t['n']}")
+
+
+datasets_app = Typer("calibrate", add_completion=False, no_args_is_help=True, help="Local dataset mirrors.")
+app.add_typer(datasets_app, name="datasets")
+
+
+@datasets_app.command("pack")
+def datasets_pack(
+    out: str = typer.Option(..., "--out", help="mirror folder to write (added to one already there)"),
+    tier_map: str | None = typer.Option(None, "--tier-map", help="tier map YAML (default: the project's)"),
+    tasks: str | None = typer.Option(None, "--tasks", help="comma-separated subset of the tier map's tasks"),
+    source: str | None = typer.Option(
+        None,
+        "--from",
+        help="local copy laid out <dataset_path>/<name>/ (save_to_disk, or <split>.parquet|jsonl); "
+        "default: the Hub, or the HF datasets cache with HF_DATASETS_OFFLINE=1",
+    ),
+) -> None:
+    """Write the datasets of a tier map's lm-eval tasks as local files + manifest.json, for nodes without the Hub
+    (then STRATA_DATASETS=DIR, or calibrate evaluate --datasets DIR)."""
+    from pathlib import Path
+
+    from calibrate.datasets import pack
+    from calibrate.evaluate import EvaluateError, leaf_configs, task_manager
+    from strata.tiermap import load_tier_map
+
+    path = Path(tier_map) if tier_map else None
+    tmap = load_tier_map(path)
+    keys = list(tmap.tasks)
+    if tasks:
+        keys = []
+        for name in (t for t in tasks.split(",") if t.strip()):
+            key = tmap.resolve(name)
+            if key is None:
+                raise EvaluateError(f"task {name!r} is not in the tier map")
+            keys.append(key)
+    lm_names = {tmap.tasks[k].lm_eval_task or k: k for k in keys}
+    include = (path.parent / tmap.include_path).resolve() if path is not None and tmap.include_path else None
+    tm = task_manager(include, lm_names, {}, None)
+    configs: dict[str, dict] = {}
+    for name, key in lm_names.items():
+        leaves = leaf_configs(tm, name)
+        wanted = tmap.tasks[key].subtasks
+        configs.update({t: c for t, c in leaves.items() if wanted is None or t in wanted})
+    manifest = pack(configs, out, source, log=lambda m: typer.echo(m, err=True))
+    typer.echo(f"{out}: {len(manifest['datasets'])} dataset(s) for {len(configs)} lm-eval task(s)", err=True)
 
 
 @app.command()

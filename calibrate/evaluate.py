@@ -24,6 +24,9 @@ Choices made here, and why:
 from __future__ import annotations
 
 import contextlib
+import copy
+import difflib
+import functools
 import json
 import logging
 import math
@@ -33,6 +36,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from calibrate.datasets import Mirror, task_data
 from strata.answer import LEVEL, Z90, measured_tier, tier_mean
 from strata.errors import StrataError, UserError, first_line
 from strata.law import TIERS, normalize
@@ -57,7 +61,8 @@ class EvaluationFailed(StrataError):
 
 
 def read_probe_rows(path: str | Path) -> list[dict[str, Any]]:
-    """Rows of a probe JSONL file: each needs ``query`` (str), ``choices`` (>= 2 str) and ``gold`` (an index)."""
+    """Rows of a probe JSONL file: each a ``query`` (str) with either ``choices`` (>= 2 str) and ``gold`` (an index)
+    -- multiple choice -- or an ``answer`` (str) -- generation, scored by exact match. One kind per file."""
     path = Path(path)
     if not path.is_file():
         raise EvaluateError(f"task data file {path} does not exist")
@@ -72,9 +77,18 @@ def read_probe_rows(path: str | Path) -> list[dict[str, Any]]:
             raise EvaluateError(f"{where}: not valid JSON ({exc.msg})") from None
         if not isinstance(row, dict):
             raise EvaluateError(f"{where}: a row must be a JSON object")
-        query, choices, gold = row.get("query"), row.get("choices"), row.get("gold")
+        query = row.get("query")
         if not isinstance(query, str) or not query:
             raise EvaluateError(f"{where}: 'query' must be a non-empty string")
+        if rows and ("answer" in row) != ("answer" in rows[0]):
+            raise EvaluateError(f"{where}: rows mix 'answer' (generation) and 'choices' (multiple choice); use one")
+        if "answer" in row:
+            answer = row["answer"]
+            if not isinstance(answer, str) or not answer.strip():
+                raise EvaluateError(f"{where}: 'answer' must be a non-empty string")
+            rows.append({"query": query, "answer": answer})
+            continue
+        choices, gold = row.get("choices"), row.get("gold")
         if not isinstance(choices, list) or len(choices) < 2 or not all(isinstance(c, str) and c for c in choices):
             raise EvaluateError(f"{where}: 'choices' must be a list of >= 2 non-empty strings")
         if isinstance(gold, bool) or not isinstance(gold, int) or not 0 <= gold < len(choices):
@@ -119,19 +133,110 @@ def choose_tier_map(model_ref: str, is_local: bool, tier_map: str | Path | None)
     return DEFAULT_TIER_MAP
 
 
-def _task_manager(include: Path | None, names: list[str], metadata: dict[str, Any]) -> Any:
+@functools.lru_cache(maxsize=4)
+def task_index(include: str | None = None, defaults: bool = True) -> Any:
+    """lm-eval's ``TaskManager`` over its built-in tasks and/or a folder of task YAMLs, cached per process (indexing
+    the ~15k built-in names takes seconds). Callers copy it before changing its factory (``_task_manager``)."""
     from lm_eval.tasks import TaskManager
 
+    return TaskManager(include_path=include, include_defaults=defaults)
+
+
+def suggest(name: str, known: list[str]) -> list[str]:
+    """Up to three close lm-eval names: those containing ``name`` (shortest first), then difflib's closest."""
+    low = name.lower()
+    containing = sorted((k for k in known if low in k.lower()), key=len)[:3]
+    close = difflib.get_close_matches(low, known, n=3, cutoff=0.6)
+    return list(dict.fromkeys(containing + close))[:3]
+
+
+def leaf_configs(tm: Any, name: str) -> dict[str, dict[str, Any]]:
+    """The leaf tasks of an lm-eval name (a task: itself; a group or tag: every task under it) with their configs as
+    the index holds them (``!function`` fields unresolved), read without building a task or touching data."""
+    from lm_eval.tasks._index import Kind
+    from lm_eval.tasks._yaml_loader import load_yaml
+
+    index = tm.task_index
+    out: dict[str, dict[str, Any]] = {}
+
+    def config(entry: Any) -> dict[str, Any]:
+        if entry.cfg is not None:
+            return dict(entry.cfg)
+        return dict(load_yaml(entry.yaml_path, resolve_func=False, recursive=True)) if entry.yaml_path else {}
+
+    def walk(item: Any, overrides: dict[str, Any]) -> None:
+        if isinstance(item, str):
+            entry = index.get(item)
+            if entry is None:
+                raise EvaluateError(f"lm-eval's index has no task {item!r} (a member of {name})")
+            if entry.kind == Kind.TAG:
+                for t in sorted(entry.tags):
+                    walk(t, overrides)
+            elif entry.kind == Kind.GROUP:
+                for child in config(entry).get("task") or []:
+                    walk(child, overrides)
+            else:
+                out[item] = {**config(entry), **overrides}
+        elif isinstance(item, dict) and "group" in item:
+            if item["group"] in index:
+                walk(item["group"], overrides)
+            else:  # an inline group
+                for child in item.get("task") or []:
+                    walk(child, overrides)
+        elif isinstance(item, dict) and "task" in item:
+            more = {**overrides, **{k: v for k, v in item.items() if k != "task"}}
+            if item["task"] in index:
+                walk(item["task"], more)
+            else:  # an inline task
+                out[str(item["task"])] = {**item, **overrides}
+
+    walk(name, {})
+    return out
+
+
+def _factory(meta: dict[str, Any], mirror: Mirror | None) -> Any:
+    """lm-eval's task factory; with a mirror, every leaf task's data is read from it (``calibrate.datasets``)."""
+    from lm_eval.tasks._factory import TaskFactory
+
+    class MirroredFactory(TaskFactory):
+        def _load_full_config(self, entry: Any, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+            cfg: dict[str, Any] = super()._load_full_config(entry, overrides)
+            if mirror is None or not isinstance(cfg.get("task"), str) or "group" in cfg:
+                return cfg
+            data = task_data(cfg["task"], cfg)
+            if data is not None:
+                path, name, _kwargs, splits = data
+                mirror.check(cfg["task"], path, name, splits)
+                cfg["custom_dataset"] = mirror.loader(path, name)
+                cfg["dataset_kwargs"] = {}
+            return cfg
+
+    return MirroredFactory(meta=meta)
+
+
+def task_manager(include: Path | None, lm_names: dict[str, str], meta: dict[str, Any], mirror: Mirror | None) -> Any:
+    """A TaskManager that knows every name of ``lm_names`` (lm-eval name -> tier map key), or one line naming the
+    first unknown task with close lm-eval names."""
+    base = None
     if include is not None:
         if not include.is_dir():
             raise EvaluateError(f"tier map include_path {include} is not a directory")
-        tm = TaskManager(include_path=str(include), include_defaults=False, metadata=metadata)
-        if all(n in tm.all_tasks for n in names):
-            return tm
-    tm = TaskManager(include_path=str(include) if include else None, include_defaults=True, metadata=metadata)
-    unknown = [n for n in names if n not in tm.all_tasks]
-    if unknown:
-        raise EvaluateError(f"tier map names tasks lm-eval does not know: {', '.join(unknown)}")
+        local = task_index(str(include), False)  # the built-ins are indexed only when the map names one
+        if all(n in local.all_tasks for n in lm_names):
+            base = local
+    if base is None:
+        base = task_index(str(include) if include else None, True)
+        for name, key in lm_names.items():
+            if name not in base.all_tasks:
+                close = suggest(name, base.all_tasks)
+                hint = f"did you mean {', '.join(close)}? " if close else ""
+                where = f"task {key}" if name == key else f"task {key} (lm_eval_task {name})"
+                raise EvaluateError(
+                    f"tier map {where}: lm-eval does not know {name!r}; {hint}set lm_eval_task: <an lm-eval task> "
+                    "for it in the tier map"
+                )
+    tm = copy.copy(base)  # the cached index, with this evaluation's metadata and data source
+    tm._factory = _factory(meta, mirror)  # lm-eval builds every task and group member through this factory
     return tm
 
 
@@ -151,6 +256,8 @@ class Evaluator:
         batch_size: int = 256,
         dtype: str = "float32",
         trust_remote_code: bool = False,
+        datasets: str | Path | None = None,
+        max_length: int | None = None,
     ) -> None:
         self.model_ref, is_local = resolve_model(model)
         self.tier_map_path = choose_tier_map(self.model_ref, is_local, tier_map)
@@ -161,16 +268,71 @@ class Evaluator:
         include = self.tier_map.include_path
         include_dir = (self.tier_map_path.parent / include).resolve() if include else None
         meta = {"strata_task_dir": str(include_dir)} if include_dir else {}
-        self.task_manager = _task_manager(include_dir, list(self.lm_names), meta)
-        self.device, self.batch_size, self.dtype = device, batch_size, dtype
+        mirror = Mirror.from_env(datasets)
+        self.datasets = str(mirror.root) if mirror is not None else None
+        self.task_manager = task_manager(include_dir, self.lm_names, meta, mirror)
+        self.device, self.batch_size, self.dtype, self.max_length = device, batch_size, dtype, max_length
+        logging.getLogger("lm_eval").setLevel(logging.ERROR)  # per-task notices (custom_dataset, defaults) are noise
+        self.loaded = self._build()  # tasks before the model: bad input stops before the slow part
         self.model, self.tokenizer = self._load(trust_remote_code)
         self.lm = self._wrap()
-        self.loaded = self.task_manager.load(list(self.lm_names))
-        for task in self.loaded["tasks"].values():
-            if task.get_config("num_fewshot") is None:
-                task.set_config(key="num_fewshot", value=0)
-            task.set_fewshot_seed(seed=1234)
         self.sizes = {name: len(task.eval_docs) for name, task in self.loaded["tasks"].items()}
+
+    def _build(self) -> Any:
+        """Load every task (a group with its subtasks), then check each one's metric, filter and few-shot count."""
+        self.members: dict[str, list[str]] = {}  # tier map key -> the lm-eval leaf tasks it sums over
+        self.group_of: dict[str, str] = {}  # tier map key -> the lm-eval group it is, when it is one
+        to_load: list[str] = []
+        for key in self.task_keys:
+            spec = self.tier_map.tasks[key]
+            name = spec.lm_eval_task or key
+            leaves = list(leaf_configs(self.task_manager, name))
+            if spec.subtasks is not None:
+                bad = [t for t in spec.subtasks if t not in leaves]
+                if bad:
+                    raise EvaluateError(
+                        f"task {key}: {', '.join(bad)} {'is' if len(bad) == 1 else 'are'} not a subtask of lm-eval's "
+                        f"{name}; pick subtasks from: {', '.join(leaves[:5])}{', ...' if len(leaves) > 5 else ''}"
+                    )
+                leaves = list(dict.fromkeys(spec.subtasks))
+                to_load += leaves
+            else:
+                to_load.append(name)
+                if name in self.task_manager.all_groups:
+                    self.group_of[key] = name
+            self.members[key] = leaves
+        try:
+            loaded = self.task_manager.load(to_load)
+        except ValueError as exc:
+            if "Duplicate task" not in str(exc):
+                raise
+            raise EvaluateError(
+                f"{exc}: two tier map tasks share a subtask; evaluate them in separate runs (--tasks)"
+            ) from None
+        for key, leaves in self.members.items():
+            spec = self.tier_map.tasks[key]
+            for leaf in leaves:
+                task = loaded["tasks"][leaf]
+                about = f"task {key}" + (f" (lm-eval's {leaf})" if leaf != key else "")
+                metrics = list(task.aggregation())
+                if spec.metric not in metrics:
+                    raise EvaluateError(
+                        f"{about} reports {', '.join(metrics)}, not {spec.metric}; set metric: to one of them in the "
+                        "tier map"
+                    )
+                filters = [f["name"] for f in task.config.filter_list or []] or ["none"]
+                if spec.filter not in filters:
+                    raise EvaluateError(
+                        f"{about} has filter(s) {', '.join(filters)}, not {spec.filter!r}; set filter: to one of them "
+                        "in the tier map"
+                    )
+                task.set_config(key="num_fewshot", value=spec.num_fewshot)
+                if spec.num_fewshot and getattr(task, "sampler", None) is None:
+                    raise EvaluateError(
+                        f"{about} has no split to draw {spec.num_fewshot} few-shot examples from; set num_fewshot: 0"
+                    )
+                task.set_fewshot_seed(seed=1234)
+        return loaded
 
     def _select(self, tasks: list[str] | None) -> list[str]:
         if not tasks:
@@ -219,19 +381,24 @@ class Evaluator:
             def generate_until(self, requests: Any, disable_tqdm: bool = True) -> Any:
                 return super().generate_until(requests, disable_tqdm=True)
 
-        return QuietHFLM(pretrained=self.model, tokenizer=self.tokenizer, batch_size=self.batch_size)
+        return QuietHFLM(
+            pretrained=self.model, tokenizer=self.tokenizer, batch_size=self.batch_size, max_length=self.max_length
+        )
 
     def subset(self, limit: int | None, seed: int) -> dict[str, list[int]] | None:
-        """Seeded random item indices per task (None: every item). Raises if ``limit`` exceeds a task."""
+        """Seeded random item indices per lm-eval task (None: every item). Raises if ``limit`` exceeds a task; the
+        subtasks of a group (or a subset of one) are each capped at their size instead."""
         if limit is None:
             return None
         if limit <= 0:
             raise EvaluateError(f"--limit must be positive, got {limit}")
+        pooled = {leaf for key, leaves in self.members.items() if len(leaves) > 1 or key in self.group_of
+                  for leaf in leaves}  # fmt: skip
         out = {}
         for name, n in self.sizes.items():
-            if limit > n:
+            if limit > n and name not in pooled:
                 raise EvaluateError(f"--limit {limit} is larger than task {name} ({n} items)")
-            out[name] = sorted(random.Random(f"{seed}:{name}").sample(range(n), limit))
+            out[name] = sorted(random.Random(f"{seed}:{name}").sample(range(n), min(limit, n)))
         return out
 
     def evaluate(self, limit: int | None = None, seed: int = 0, config: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -240,18 +407,7 @@ class Evaluator:
         start = time.perf_counter()
         try:
             res = self._run(self.loaded, samples)
-            tasks: dict[str, dict[str, Any]] = {}
-            for name, key in self.lm_names.items():
-                try:
-                    acc = float(res["results"][name]["acc,none"])
-                    n = int(res["n-samples"][name]["effective"])
-                except (KeyError, TypeError, ValueError) as exc:
-                    raise EvaluationFailed(exc, name) from exc
-                correct = round(acc * n)
-                stderr = math.sqrt(acc * (1 - acc) / (n - 1)) if n > 1 else float("nan")
-                lo, hi = max(acc - Z90 * stderr, 0.0), min(acc + Z90 * stderr, 1.0)
-                tasks[key] = {"mean": acc, "lo": lo, "hi": hi, "level": LEVEL, "n": n, "correct": correct,
-                              "stderr": stderr}  # fmt: skip
+            tasks = {key: self._task_result(key, res) for key in self.members}
         except (EvaluationFailed, KeyboardInterrupt):
             raise
         except Exception as exc:  # lm-eval, the tokenizer or the model raised: name the task that fails alone
@@ -268,10 +424,47 @@ class Evaluator:
                 "seed": seed,
                 "subset": "random.Random(f'{seed}:{task}').sample(range(items), limit), sorted" if limit else "all",
                 "batch_size": self.batch_size,
+                "max_length": self.max_length,
+                "datasets": self.datasets,
                 "device": self.device,
                 "seconds": round(seconds, 3),
             },
         }
+
+    def _task_result(self, key: str, res: dict[str, Any]) -> dict[str, Any]:
+        """One tier map task: its metric on every leaf task, n and correct summed (a group pooled: micro)."""
+        spec = self.tier_map.tasks[key]
+        leaves = self.members[key]
+        n = correct = 0
+        value = float("nan")
+        for leaf in leaves:
+            try:
+                value = float(res["results"][leaf][spec.metric_key])
+                k = int(res["n-samples"][leaf]["effective"])
+            except (KeyError, TypeError, ValueError) as exc:
+                raise EvaluationFailed(exc, leaf) from exc
+            n += k
+            correct += round(value * k)  # a 0/1 score per item: the mean times the items is the count
+        pooled = len(leaves) > 1 or key in self.group_of
+        mean = correct / n if pooled else value
+        stderr = math.sqrt(mean * (1 - mean) / (n - 1)) if n > 1 else float("nan")
+        first = self.loaded["tasks"][leaves[0]]
+        out: dict[str, Any] = {
+            "mean": mean, "lo": max(mean - Z90 * stderr, 0.0), "hi": min(mean + Z90 * stderr, 1.0), "level": LEVEL,
+            "n": n, "correct": correct, "stderr": stderr,
+            "metric": spec.metric, "filter": spec.filter, "n_shot": spec.num_fewshot,
+            "lm_eval_task": spec.lm_eval_task or key,
+            "kind": "group" if pooled else str(first.config.output_type),
+        }  # fmt: skip
+        if pooled:
+            out["subtasks"] = len(leaves)
+            out["aggregation"] = "micro: correct and n summed over the subtasks"
+            group = self.group_of.get(key)
+            if group is not None:
+                aggs = [a for a in self.loaded["groups"][group].aggregate_metric_list or [] if a.metric == spec.metric]
+                out["lm_eval_aggregation"] = ("micro" if aggs[0].weight_by_size else "macro") if aggs else None
+                out["lm_eval_mean"] = res["results"].get(group, {}).get(spec.metric_key)
+        return out
 
     def _run(self, task_dict: Any, samples: dict[str, list[int]] | None) -> Any:
         from lm_eval import evaluator as lm_evaluator

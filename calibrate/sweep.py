@@ -369,13 +369,14 @@ class Worker:
                     task=task,
                     tier=spec_t.tier,
                     chance=spec_t.chance,
-                    metric="acc",
+                    # what was measured is part of the row's identity: metric with its filter, and shots
+                    metric=spec_t.row_metric,
                     value=100.0 * t["correct"] / t["n"],
                     accuracy=t["correct"] / t["n"],  # from the counts, so an exported CSV reads back exactly
                     n_items=t["n"],
                     correct=t["correct"],
-                    n_shot=0,
-                    extra=extra,
+                    n_shot=t["n_shot"],
+                    extra={**extra, "task": {k: t[k] for k in ("lm_eval_task", "kind", "subtasks") if k in t}},
                 )
             )
         return rows

@@ -33,6 +33,28 @@ class TaskSpec(BaseModel):
     why: str = ""
     aliases: list[str] = Field(default_factory=list)
     lm_eval_task: str | None = Field(default=None, description="lm-eval task name, when it differs from the key")
+    metric: Literal["acc", "acc_norm", "exact_match"] = Field(
+        default="acc", description="lm-eval metric read (one 0/1 score per item, so the mean is a fraction correct)"
+    )
+    filter: str = Field(
+        default="none",
+        pattern=r"^[A-Za-z0-9_.\-]+$",
+        description="lm-eval filter of the metric ('none': no filter_list)",
+    )
+    num_fewshot: int = Field(default=0, ge=0, le=64, description="few-shot examples in every prompt")
+    subtasks: list[str] | None = Field(
+        default=None, min_length=1, description="of a group: only these subtasks (n and correct summed over them)"
+    )
+
+    @property
+    def metric_key(self) -> str:
+        """The key of lm-eval's results: ``<metric>,<filter>``."""
+        return f"{self.metric},{self.filter}"
+
+    @property
+    def row_metric(self) -> str:
+        """The stored row's metric: the metric, with its filter when there is one (``exact_match,strict-match``)."""
+        return self.metric if self.filter == "none" else self.metric_key
 
 
 class TierMap(BaseModel):
@@ -51,6 +73,17 @@ class TierMap(BaseModel):
             raise ValueError(
                 f"tier map schema_version {v} is not supported; this strata reads version {SCHEMA_VERSION}"
             )
+        return v
+
+    @field_validator("tasks")
+    @classmethod
+    def _subsets_have_own_keys(cls, v: dict[str, TaskSpec]) -> dict[str, TaskSpec]:
+        for key, spec in v.items():
+            if spec.subtasks is not None and key == (spec.lm_eval_task or key):
+                raise ValueError(
+                    f"task {key} names subtasks: a subset of a group is a different measurement; give it its own key "
+                    f"and set lm_eval_task: {key}"
+                )
         return v
 
     def resolve(self, name: str) -> str | None:
