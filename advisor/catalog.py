@@ -16,7 +16,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from strata.errors import UserError
+from strata.errors import UserError, field_error
 
 
 class CatalogError(UserError):
@@ -332,9 +332,8 @@ def load_catalog(path: str | Path = _CATALOG_FILE, *, validate: bool = True) -> 
             e = _Entry.model_validate(item) if validate else _Entry.model_construct(**item)
             arch = architecture_from_config(e.config)
         except ValidationError as exc:
-            err = exc.errors()[0]
-            where = ".".join(str(x) for x in err["loc"])
-            raise CatalogError(f"{label}: {where}: {err['msg']}") from None
+            where, msg = field_error(exc)
+            raise CatalogError(f"{label}: {where}: {msg}") from None
         except (KeyError, TypeError, ValueError) as exc:
             raise CatalogError(f"{label}: config lacks a usable field {exc}") from None
         out.append(ModelInfo(e.name, e.family, e.params_b, arch, e.hf_id, tuple(a.lower() for a in e.aliases),

@@ -14,7 +14,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from advisor.schema import ANY_ENGINE
-from strata.errors import UserError
+from strata.errors import UserError, field_error
 
 Support = Literal["fast", "slow", "unsupported"]
 ANY = ANY_ENGINE
@@ -60,9 +60,8 @@ def load_engines(path: str | Path = _FILE) -> dict[str, Engine]:
     try:
         return _File.model_validate(json.loads(Path(path).read_text())).engines
     except ValidationError as exc:
-        err = exc.errors()[0]
-        where = ".".join(str(x) for x in err["loc"])
-        raise EngineError(f"{Path(path).name}: {where}: {err['msg']}") from None
+        where, msg = field_error(exc)
+        raise EngineError(f"{Path(path).name}: {where}: {msg}") from None
 
 
 def engine_names() -> list[str]:

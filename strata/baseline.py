@@ -30,7 +30,7 @@ from typing import Literal
 import numpy as np
 from pydantic import Field, ValidationError, field_validator
 
-from strata.errors import UserError
+from strata.errors import UserError, field_error, read_input
 from strata.profile import Strict
 
 METRICS = ("acc", "acc_norm", "exact_match")
@@ -68,20 +68,13 @@ class Baseline(Strict):
 def load_baseline(path: str | Path) -> Baseline:
     """Read and validate a baseline JSON file; BaselineError names the field and the fix."""
     path = Path(path)
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise BaselineError(f"baseline {path} does not exist; pass --baseline with a JSON file") from None
-    except (IsADirectoryError, UnicodeDecodeError):
-        raise BaselineError(
-            f"baseline {path} is not a JSON file; pass the file `calibrate evaluate --json` wrote"
-        ) from None
-    except OSError as exc:
-        raise BaselineError(f"baseline {path} cannot be read ({exc.strerror})") from None
+    text = read_input(path, BaselineError, "baseline", "pass --baseline with the JSON `calibrate evaluate` wrote")
     try:
         raw = json.loads(text)
     except json.JSONDecodeError as exc:
         raise BaselineError(f"baseline {path} is not valid JSON ({exc.msg}, line {exc.lineno})") from None
+    except UnicodeDecodeError:
+        raise BaselineError(f"baseline {path} is not a JSON text file") from None
     return parse_baseline(raw, str(path))
 
 
@@ -92,14 +85,14 @@ def parse_baseline(raw: object, where: str = "baseline") -> Baseline:
         return Baseline.model_validate(raw)
     except ValidationError as exc:
         err = exc.errors()[0]
-        field = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        field, msg = field_error(exc)
         hint = {
             "tasks": 'give "tasks": {"<task>": {"mean": <accuracy in [0, 1]>}}',
             "mean": "give the accuracy as a fraction in [0, 1] (0.801, not 80.1)",
             "n": "give the number of items as a positive whole number, or leave it out",
             "metric": f"use one of {', '.join(METRICS)}, or leave it out (acc)",
         }.get(str(err["loc"][-1]) if err["loc"] else "", "see the README's baseline format")
-        raise BaselineError(f"{where}: field {field}: {err['msg']}; {hint}") from None
+        raise BaselineError(f"{where}: field {field}: {msg}; {hint}") from None
 
 
 def _z(acc_adj: np.ndarray, n: float) -> np.ndarray:

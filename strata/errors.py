@@ -11,6 +11,7 @@ import functools
 import sys
 import traceback
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
 P = ParamSpec("P")
@@ -85,3 +86,21 @@ def guard(prog: str, command: Callable[[], Any]) -> Any:
         return command()
     except Exception as exc:
         raise SystemExit(report(prog, exc)) from None
+
+
+def read_input(path: Path, error: Callable[[str], Exception], what: str, fix: str) -> bytes:
+    """The bytes of a file a user gave, or ``error`` with one line: missing, a folder, or unreadable."""
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise error(f"{what} {path} does not exist; {fix}") from None
+    except IsADirectoryError:
+        raise error(f"{what} {path} is a directory; {fix}") from None
+    except OSError as exc:
+        raise error(f"{what} {path} cannot be read ({exc.strerror}); {fix}") from None
+
+
+def field_error(exc: Any) -> tuple[str, str]:
+    """(dotted field path, message) of a pydantic ValidationError's first error: what a one-line error names."""
+    err = exc.errors()[0]
+    return ".".join(str(p) for p in err["loc"]) or "(top level)", str(err["msg"])

@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from strata.errors import UserError
+from strata.errors import UserError, field_error, read_input
 from strata.law import COEF_NAMES, LawCoef, log_neg_log_acc
 
 PROFILE_SCHEMA_VERSION = 2
@@ -204,14 +204,7 @@ class Profile(Strict):
 def load_profile(path: str | Path) -> Profile:
     """Read and validate a profile JSON; raise ProfileError with one line naming the problem and the fix."""
     path = Path(path)
-    try:
-        text = path.read_bytes()
-    except FileNotFoundError:
-        raise ProfileError(f"profile {path} does not exist; pass --profile with a profile JSON") from None
-    except IsADirectoryError:
-        raise ProfileError(f"profile {path} is a directory; pass --profile with a profile JSON file") from None
-    except OSError as exc:
-        raise ProfileError(f"profile {path} cannot be read ({exc.strerror}); pass a readable profile JSON") from None
+    text = read_input(path, ProfileError, "profile", "pass --profile with a profile JSON file")
     try:  # the fast path: one parse straight into the model
         profile = Profile.model_validate_json(text)
     except ValidationError as exc:
@@ -238,9 +231,8 @@ def _diagnose(path: Path, text: bytes, exc: ValidationError) -> ProfileError:
         return ProfileError(f"profile {path} is not a JSON object; regenerate it with `fit run`")
     if raw.get("schema_version") != PROFILE_SCHEMA_VERSION:
         return _wrong_version(path, raw.get("schema_version"), raw.get("command"))
-    first = exc.errors()[0]
-    where = ".".join(str(p) for p in first["loc"])
-    return ProfileError(f"profile {path} is corrupt at {where}: {first['msg']}; regenerate it with `fit run`")
+    where, msg = field_error(exc)
+    return ProfileError(f"profile {path} is corrupt at {where}: {msg}; regenerate it with `fit run`")
 
 
 # --- the one reader of a law's draws ---------------------------------------------------------------------------

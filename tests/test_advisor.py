@@ -7,24 +7,15 @@ import sys
 
 import numpy as np
 import pytest
+from advisor_cli import cli
 
 import advisor
 from advisor import core
 from advisor.api import _query
 from advisor.catalog import lookup
-from advisor.cli import run
 from advisor.memory import quantized_bytes
 from advisor.schema import Prediction, Recommendation
 from strata.profile import LawFit, law_draws
-
-
-def cli(capsys, *argv):
-    try:
-        code = run(list(argv))
-    except SystemExit as exc:
-        code = exc.code
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def test_recommendation_is_the_cheapest_qualifying_configuration():

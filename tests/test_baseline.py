@@ -6,20 +6,10 @@ import json
 
 import numpy as np
 import pytest
+from advisor_cli import cli
 
 import advisor
-from advisor.cli import run
 from strata.baseline import BaselineError, load_baseline, parse_baseline
-
-
-def cli(capsys, *argv):
-    try:
-        code = run(list(argv))
-    except SystemExit as exc:
-        code = exc.code
-    out = capsys.readouterr()
-    return code, out.out, out.err
-
 
 QWEN3_8B = {"arc_easy": 0.835, "boolq": 0.865, "hellaswag": 0.571, "mmlu": 0.747, "piqa": 0.764,
             "arc_challenge": 0.555, "winogrande": 0.68}  # fmt: skip  # arXiv:2505.02214v1 Table 2, FP16

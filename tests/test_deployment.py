@@ -7,21 +7,11 @@ import json
 import numpy as np
 import pytest
 import yaml
+from advisor_cli import cli
 
 import advisor
-from advisor.cli import run
 from advisor.engines import kernel_support
 from advisor.schema import Deployment
-
-
-def cli(capsys, *argv):
-    try:
-        code = run(list(argv))
-    except SystemExit as exc:
-        code = exc.code
-    out = capsys.readouterr()
-    return code, out.out, out.err
-
 
 VLLM_8K = Deployment(engine="vllm", context=8192, batch=4)
 
