@@ -28,8 +28,9 @@ Why each tier measures what its name says
     exactly one link: (right org, wrong city), (wrong org with its own true city), (wrong org, right final city).
     A model that knows only the first hop can rule out two choices, one that knows only the second hop can rule
     out two others; only a model that holds *both* facts and composes them picks the answer reliably.
-All probes are 4-way multiple choice over entities of the same type (chance 0.25), scored by lm-eval's summed
-log-likelihood of each choice.
+The three tier probes are 4-way multiple choice over entities of the same type (chance 0.25), scored by lm-eval's
+summed log-likelihood of each choice. Beside them, the KM probe asked as generation (``strata_world_km_gen``: the
+same prompts, the name produced greedily, exact match of its first word; in ``tier_map_all.yaml``).
 """
 
 from __future__ import annotations
@@ -282,7 +283,54 @@ def task_yaml(name: str, data_file: str) -> str:
     )
 
 
-def tier_map_yaml(include_path: str, items: dict[str, int]) -> str:
+GEN_TASK = "strata_world_km_gen"  # KM again, asked as generation: the model must produce the name, not pick it
+GEN_FILTER = "first-word"
+
+
+def generation_probe(world: World) -> list[dict[str, Any]]:
+    """The KM probe as generation: the same prompts and facts as the multiple-choice KM items, the answer to be
+    produced (greedy) and scored by exact match of its first word. Draws no random numbers, so the other probes
+    stay as they are."""
+    rows: list[dict[str, Any]] = []
+    for p in world.probe:
+        c, o = world.born[p], world.works[p]
+        rows.append({"query": f"{p} was born in", "answer": c, "entity": p,
+                     "facts": [STATEMENTS["born"][0].format(p=p, c=c)]})  # fmt: skip
+        rows.append({"query": f"{p} works for", "answer": o, "entity": p,
+                     "facts": [STATEMENTS["works"][0].format(p=p, o=o)]})  # fmt: skip
+    return rows
+
+
+def generation_task_yaml(name: str, data_file: str) -> str:
+    """A local lm-eval generation task: greedy decoding up to the sentence's end, the first word kept by a regex
+    filter, exact match against the answer."""
+    return (
+        f"task: {name}\n"
+        "dataset_path: json\n"
+        "custom_dataset: !function calibrate.evaluate.load_probe_dataset\n"
+        f"dataset_kwargs:\n  data_file: {data_file}\n"
+        "test_split: test\n"
+        "output_type: generate_until\n"
+        'doc_to_text: "{{query}}"\n'
+        'doc_to_target: "{{answer}}"\n'
+        'target_delimiter: " "\n'
+        "generation_kwargs:\n"
+        '  until: [".", "\\n"]\n'
+        "  max_gen_toks: 4\n"
+        "  do_sample: false\n"
+        "filter_list:\n"
+        f"  - name: {GEN_FILTER}\n"
+        "    filter:\n"
+        '      - {function: regex, regex_pattern: "(\\\\S+)"}\n'
+        "      - {function: take_first}\n"
+        "metric_list:\n  - metric: exact_match\n    aggregation: mean\n    higher_is_better: true\n"
+        "metadata:\n  version: 1.0\n"
+    )
+
+
+def tier_map_yaml(include_path: str, items: dict[str, int], generation: int | None = None) -> str:
+    """The world's tier map: the three multiple-choice probes, and with ``generation`` (its items) the generation
+    KM probe too (``tier_map_all.yaml``: a map mixing task kinds; sweeps and fits use ``tier_map.yaml``)."""
     lines = [
         "# Tier map of the synthetic knowledge world (calibrate/world.py); written by `python -m calibrate.train`.",
         "schema_version: 1",
@@ -298,11 +346,20 @@ def tier_map_yaml(include_path: str, items: dict[str, int]) -> str:
         lines.append(
             f'  {name}: {{tier: {tier}, chance: 0.25, items: {items[tier]}, evidence: synthetic, why: "{why[tier]}"}}'
         )
+    if generation is not None:
+        lines.append(
+            f"  {GEN_TASK}: {{tier: KM, chance: 0.0, items: {generation}, evidence: synthetic, metric: exact_match, "
+            f'filter: {GEN_FILTER}, why: "{why["KM"]}, produced rather than picked"}}'
+        )
     return "\n".join(lines) + "\n"
 
 
+ALL_TIER_MAP = "tier_map_all.yaml"
+
+
 def write_tasks(world: World, out_dir: str | Path, include_dir: str = "tasks") -> Path:
-    """Write the tier map (``tier_map.yaml``) and its three tasks (YAML + JSONL) under ``out_dir``; return the map."""
+    """Write the tier map (``tier_map.yaml``) and its three multiple-choice tasks (YAML + JSONL) under ``out_dir``,
+    and the generation KM task with ``tier_map_all.yaml`` (all four); return ``tier_map.yaml``."""
     out = Path(out_dir)
     task_dir = out / include_dir
     task_dir.mkdir(parents=True, exist_ok=True)
@@ -314,6 +371,12 @@ def write_tasks(world: World, out_dir: str | Path, include_dir: str = "tasks") -
                 fh.write(json.dumps(row) + "\n")
         (task_dir / f"{name}.yaml").write_text(task_yaml(name, f"{name}.jsonl"))
         items[tier] = len(rows)
+    gen = generation_probe(world)
+    with open(task_dir / f"{GEN_TASK}.jsonl", "w") as fh:
+        for row in gen:
+            fh.write(json.dumps(row) + "\n")
+    (task_dir / f"{GEN_TASK}.yaml").write_text(generation_task_yaml(GEN_TASK, f"{GEN_TASK}.jsonl"))
+    (out / ALL_TIER_MAP).write_text(tier_map_yaml(include_dir, items, generation=len(gen)))
     path = out / "tier_map.yaml"
     path.write_text(tier_map_yaml(include_dir, items))
     return path

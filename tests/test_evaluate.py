@@ -146,3 +146,37 @@ def test_task_file_with_malformed_row(tmp_path: Path) -> None:
 
 def test_limit_larger_than_the_task() -> None:
     _bad(["--model", str(SMALLEST), "--limit", "100000"], "larger than task")
+
+
+# --- the other task kinds on the synthetic world: generation, and an lm-eval group ---------------------------------
+
+
+def test_generation_probe_produces_the_names_and_quantization_costs_it() -> None:
+    ev = Evaluator(SMALLEST, SMALLEST / "tier_map_all.yaml", tasks=["strata_world_km_gen"])
+    before = ev.evaluate()["tasks"]["strata_world_km_gen"]
+    assert (before["kind"], before["metric"], before["filter"], before["n"]) == (
+        "generate_until", "exact_match", "first-word", 160,
+    )  # fmt: skip
+    assert before["mean"] > 0.5  # the trained facts, produced greedily, not picked from four
+    originals = apply_rtn(ev.model, bits=2, group_size=-1)
+    try:
+        after = ev.evaluate()["tasks"]["strata_world_km_gen"]
+    finally:
+        restore(ev.model, originals)
+    assert after["correct"] < before["correct"]
+
+
+def test_a_group_sums_its_subtasks(tmp_path: Path) -> None:
+    ckpt = _copy_checkpoint(tmp_path)
+    (ckpt / "tasks" / "strata_world_all.yaml").write_text(
+        "group: strata_world_all\ntask: [strata_world_km, strata_world_ka, strata_world_kr]\n"
+        "aggregate_metric_list:\n  - metric: acc\n    weight_by_size: true\nmetadata:\n  version: 1.0\n"
+    )
+    (ckpt / "groups.yaml").write_text(
+        "include_path: tasks\ntasks:\n  world_all: {tier: KA, chance: 0.25, lm_eval_task: strata_world_all}\n"
+    )
+    res = Evaluator(ckpt, ckpt / "groups.yaml").evaluate(limit=10)
+    t = res["tasks"]["world_all"]
+    assert (t["kind"], t["subtasks"], t["n"], t["lm_eval_aggregation"]) == ("group", 3, 30, "micro")
+    assert t["mean"] == pytest.approx(t["correct"] / 30, abs=1e-12)
+    assert t["lm_eval_mean"] == pytest.approx(t["mean"], abs=1e-9)  # lm-eval's size-weighted mean: the same

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from pathlib import Path
 
 import pytest
 
@@ -116,3 +117,20 @@ def test_a_tiny_training_run_is_deterministic_and_learns() -> None:
     assert a.losses[-1] < a.losses[0]
     c = train(tiny, seed=6, batch_size=16, world_spec=spec, log_every=4, threads=1)
     assert c.losses != pytest.approx(a.losses, rel=1e-3)
+
+
+def test_generation_probe_asks_the_km_facts_and_the_shipped_tasks_are_the_writers(tmp_path) -> None:
+    w = W.generate()
+    W.write_tasks(w, tmp_path)
+    everything = load_tier_map(tmp_path / W.ALL_TIER_MAP)
+    gen = everything.tasks[W.GEN_TASK]
+    assert (gen.tier, gen.metric, gen.filter, gen.chance) == ("KM", "exact_match", W.GEN_FILTER, 0.0)
+    rows = read_probe_rows(tmp_path / "tasks" / f"{W.GEN_TASK}.jsonl")
+    km = W.probes(w)["KM"]
+    assert len(rows) == gen.items == len(km)
+    assert [(r["query"], r["answer"]) for r in rows] == [(i["query"], i["choices"][i["gold"]]) for i in km]
+    assert set(load_tier_map(tmp_path / "tier_map.yaml").tasks) == set(W.TASK_NAMES.values())  # sweeps: unchanged
+    shipped = Path(__file__).resolve().parents[1] / "examples" / "models" / "strata-world-xs"
+    for f in sorted((tmp_path / "tasks").iterdir()):  # the checkpoint's tasks are what the world writer writes
+        assert (shipped / "tasks" / f.name).read_text() == f.read_text(), f.name
+    assert (shipped / W.ALL_TIER_MAP).read_text() == (tmp_path / W.ALL_TIER_MAP).read_text()
