@@ -122,8 +122,8 @@ def _interval(samples: np.ndarray) -> Interval:
     """Mean and 90% interval of a column of draws (no interval from a single point estimate)."""
     if samples.shape[0] == 1:
         return Interval(mean=float(samples[0]))
-    lo, hi = np.quantile(samples, [0.05, 0.95])
-    return Interval(mean=float(samples.mean()), lo=float(lo), hi=float(hi))
+    lo, med, hi = np.quantile(samples, [0.05, 0.5, 0.95])
+    return Interval(mean=float(samples.mean()), lo=float(lo), hi=float(hi), median=float(med))
 
 
 def check_bits(profile: Profile, bits: Sequence[float], *, extrapolate: bool = False) -> None:

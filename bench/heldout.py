@@ -79,7 +79,7 @@ def main() -> None:
                 q = api._query(info, prof_name, base if key[1] else None, published=False)
                 cache[key] = core.predict(q, r.bits, r.group_size, r.calib_samples or 128, extrapolate=True)
             t = cache[key].tasks[r.task]
-            results[(split, mode)].append((truth, t.mean, t.lo, t.hi))
+            results[(split, mode)].append((truth, t.point, t.lo, t.hi))
         results[(split, "copy FP16")].append((truth, float(fp16[(r.source, r.model, r.task)].accuracy), None, None))  # type: ignore[arg-type]
 
     lines = ["| rows | method | n | MAE (points) | 90% coverage | > 5 points outside |", "|---|---|---|---|---|---|"]

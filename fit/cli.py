@@ -104,10 +104,30 @@ def validate(
     engine: Annotated[str, typer.Option(help="also score the Bayesian model: nuts, svi, or none")] = "nuts",
     warmup: Annotated[int, typer.Option(help="NUTS warmup steps per chain")] = 500,
     samples: Annotated[int, typer.Option(help="NUTS draws per chain")] = 500,
+    heldout: Annotated[
+        bool,
+        typer.Option(
+            "--heldout",
+            help="instead: every published GPTQ row predicted as `advisor predict` does, leaving out its model "
+            "(OLS refits) and its family (OLS, and NUTS unless --engine none), with and without the FP16 baseline",
+        ),
+    ] = False,
 ) -> None:
     """Held-out validation: MAE and 90% coverage of each method on the largest model (and across families)."""
     from rich.console import Console
     from rich.table import Table
+
+    if heldout:
+        from fit.heldout import heldout_scores
+        from fit.heldout import markdown as heldout_markdown
+
+        console = Console(stderr=True)
+        found = heldout_scores("nuts" if engine == "nuts" else "ols", progress=lambda m: console.print(m))
+        text = heldout_markdown(found)
+        typer.echo(text)
+        if markdown:
+            markdown.write_text(text + "\n")
+        return
 
     from fit.pipeline import gather, spec_for
     from fit.validate import METHODS, bayes_scorer, evaluate, family_split, largest_model_split, markdown_table

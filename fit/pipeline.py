@@ -212,6 +212,13 @@ def read_rows(
     return rows
 
 
+def fit_profile_rows(spec: FitSpec, rows: list[ResultRow], settings: FitSettings) -> Profile:
+    """A profile of ``spec`` fitted on ``rows`` with the settings' engine (validation: written even when a short
+    Bayesian fit misses its diagnostics, marked forced, as validation scores what it predicts)."""
+    quant, ref = select(rows, spec, hidden_size_of, quantized=True), select(rows, spec, hidden_size_of, quantized=False)
+    return ENGINES[settings.engine].fit(Job(spec, quant, ref, {}, settings, "held-out", force=True))
+
+
 def collapse_of(rows: list[ResultRow], method: str, source: str) -> CollapseModel | None:
     """The collapse probability fitted on every family's configurations of ``method`` (a population model: each
     family shifts it), or None when the data hold no collapse to fit."""

@@ -28,6 +28,15 @@ class Estimate(Strict):
     lo: float | None = Field(default=None, description="lower end of the central interval at `level`")
     hi: float | None = Field(default=None, description="upper end of the central interval at `level`")
     level: float = LEVEL
+    median: float | None = Field(
+        default=None,
+        description="predicted: the predictive median, the point to hold one measurement against (a small collapse "
+        "probability pulls the mean down, not the median); absent for a measured value, whose mean is the point",
+    )
+
+    @property
+    def point(self) -> float:
+        return self.median if self.median is not None else self.mean
 
 
 def tier_mean(adjusted: Sequence[float]) -> float:

@@ -1,0 +1,181 @@
+"""Predictions held to data the fit never saw, task by task, as `advisor predict` makes them.
+
+Two splits over the published GPTQ rows of the shipped presets' models:
+
+- leave one model out: refit the preset's profile without the model (its OLS laws and the collapse model; the
+  Bayesian refit per model would take minutes each) and predict each of its rows;
+- leave one family out: fit one preset's profile and predict the other preset's models, a family it never saw
+  (OLS: the paper's procedure, the fitted family's laws; NUTS: the profile's new-family laws, drawn with tau).
+
+Each row is predicted with the model's own FP16 scores of the same source as the baseline and without one (the law
+alone), beside copying the FP16 score (no drop). Scored in points of raw accuracy: MAE of the point prediction (the
+predictive median), the share of rows inside the 90% interval, and how many lie more than 5 points outside it;
+rows at 3 bits and more apart from 2-bit rows (the collapse).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import numpy as np
+
+from advisor import catalog, core
+from advisor.condition import Conditioning
+from fit.collapse import configurations, fit_collapse
+from fit.pipeline import hidden_size_of, read_rows, select, spec_for
+from fit.profiles import FitSpec, build_profile
+from strata.baseline import parse_baseline
+from strata.profile import NutsSettings, Profile
+from strata.rows import ResultRow
+
+METHODS = ("law + baseline", "law alone", "copy FP16")
+Case = tuple[float, float, float | None, float | None, float]  # truth, mean, lo, hi (raw accuracy), bits
+
+
+@dataclass(frozen=True)
+class Score:
+    split: str
+    method: str
+    n: int
+    mae_points: float
+    coverage: float | None
+    far: int | None  # rows more than 5 points outside their 90% interval
+
+
+def _gptq_rows(rows: Iterable[ResultRow], models: set[str]) -> list[ResultRow]:
+    return [
+        r for r in rows
+        if r.model in models and r.method.upper() == "GPTQ" and r.metric == "acc" and r.accuracy is not None
+        and not r.suspect and r.group_size is not None and r.bits >= 2
+    ]  # fmt: skip
+
+
+def _fp16(rows: Iterable[ResultRow]) -> dict[tuple[str, str, str, str], float]:
+    return {
+        (r.source, r.model, r.stage, r.task): float(r.accuracy)
+        for r in rows
+        if r.method.upper() in ("FP16", "BF16") and r.metric == "acc" and r.accuracy is not None
+    }
+
+
+def _with_collapse(profile: Profile, rows: list[ResultRow], method: str) -> Profile:
+    try:
+        profile.collapse = fit_collapse(configurations(rows, hidden_size_of, method), "held-out fit")
+    except ValueError:
+        profile.collapse = None
+    return profile
+
+
+def predict_rows(
+    profile: Profile, held: list[ResultRow], fp16: dict[tuple[str, str, str, str], float]
+) -> dict[str, list[Case]]:
+    """(truth, mean, lo, hi) per method for every held-out row the profile has a task law for."""
+    out: dict[str, list[Case]] = defaultdict(list)
+    cache: dict[tuple[object, ...], object] = {}
+    for r in held:
+        info = catalog.find(r.model)
+        base = fp16.get((r.source, r.model, r.stage, r.task))
+        if info is None or base is None or r.task not in profile.tasks or r.group_size is None:
+            continue
+        own = {k[3]: v for k, v in fp16.items() if k[:3] == (r.source, r.model, r.stage)}
+        for method in METHODS[:2]:
+            key = (method, r.source, r.model, r.stage, r.bits, r.group_size, r.calib_samples)
+            if key not in cache:
+                cond = None
+                if method == "law + baseline":
+                    bl = parse_baseline({"tasks": {t: {"mean": a} for t, a in own.items()}})
+                    cond = Conditioning.of(profile, r.model, info.params, bl, r.source, family=r.family)
+                q = core.Query(info, profile, "held-out", cond)
+                cache[key] = core.predict(q, r.bits, r.group_size, r.calib_samples or 128, extrapolate=True)
+            t = cache[key].tasks[r.task]  # type: ignore[attr-defined]
+            out[method].append((float(r.accuracy), t.point, t.lo, t.hi, r.bits))  # type: ignore[arg-type]
+        out["copy FP16"].append((float(r.accuracy), base, None, None, r.bits))  # type: ignore[arg-type]
+    return out
+
+
+def score(split: str, got: dict[str, list[Case]]) -> list[Score]:
+    """Per method, rows at B >= 3 and at 2 bits (the collapse) apart."""
+    scores = []
+    for (low, what), method in ((c, m) for c in ((False, "B >= 3"), (True, "B = 2")) for m in METHODS):
+        cases = [c for c in got.get(method, []) if (c[4] < 3) == low]
+        if not cases:
+            continue
+        t = np.array([c[0] for c in cases])
+        m = np.array([c[1] for c in cases])
+        mae = float(100 * np.mean(np.abs(t - m)))
+        if cases[0][2] is None:
+            scores.append(Score(f"{split}, {what}", method, len(cases), mae, None, None))
+            continue
+        lo = np.array([c[2] for c in cases], float)
+        hi = np.array([c[3] for c in cases], float)
+        cov = float(np.mean((t >= lo) & (t <= hi)))
+        far = int(np.sum((t < lo - 0.05) | (t > hi + 0.05)))
+        scores.append(Score(f"{split}, {what}", method, len(cases), mae, cov, far))
+    return scores
+
+
+def _ols(spec: FitSpec, rows: list[ResultRow]) -> Profile:
+    quant = select(rows, spec, hidden_size_of, quantized=True)
+    ref = select(rows, spec, hidden_size_of, quantized=False)
+    return _with_collapse(build_profile(quant, ref, spec, "held-out"), rows, spec.method)
+
+
+def leave_one_model_out(rows: list[ResultRow], presets: Iterable[str], progress: Callable[[str], None]) -> list[Score]:
+    got: dict[str, list[Case]] = defaultdict(list)
+    fp16 = _fp16(rows)
+    for preset in presets:
+        spec = spec_for(preset)
+        models = sorted({r.model for r in select(rows, spec, hidden_size_of, quantized=True).rows})
+        for m in models:
+            progress(f"leave out {m} ({preset})")
+            rest = [r for r in rows if r.model != m]
+            held = [r for r in _gptq_rows(rows, {m}) if not spec.stages or r.stage in spec.stages]
+            for method, cases in predict_rows(_ols(spec, rest), held, fp16).items():
+                got[method].extend(cases)
+    return score("leave one model out (OLS refit)", got)
+
+
+def leave_one_family_out(
+    rows: list[ResultRow], pairs: Iterable[tuple[str, str]], engine: str, progress: Callable[[str], None]
+) -> list[Score]:
+    got: dict[str, list[Case]] = defaultdict(list)
+    fp16 = _fp16(rows)
+    for fitted, held_preset in pairs:
+        progress(f"fit {fitted}, predict {held_preset} ({engine})")
+        spec, other = spec_for(fitted), spec_for(held_preset)
+        kept = [r for r in rows if r.family not in other.families]
+        if engine == "ols":
+            profile = _ols(spec, kept)
+        else:
+            from fit.pipeline import fit_profile_rows
+
+            profile = _with_collapse(
+                fit_profile_rows(spec, kept, NutsSettings(warmup=500, samples=500, target_accept=0.9)), kept, "GPTQ"
+            )
+        models = {r.model for r in select(rows, other, hidden_size_of, quantized=True).rows}
+        held = [r for r in _gptq_rows(rows, models) if not other.stages or r.stage in other.stages]
+        for method, cases in predict_rows(profile, held, fp16).items():
+            got[method].extend(cases)
+    return score(f"leave one family out ({engine})", got)
+
+
+def heldout_scores(engine: str = "ols", progress: Callable[[str], None] = lambda _m: None) -> list[Score]:
+    """Both splits over the shipped presets' published rows."""
+    rows = read_rows()
+    scores = leave_one_model_out(rows, ("qwen3", "qwen3-base", "llama"), progress)
+    pairs = (("qwen3", "llama"), ("llama", "qwen3"))
+    scores += leave_one_family_out(rows, pairs, "ols", progress)
+    if engine == "nuts":
+        scores += leave_one_family_out(rows, pairs, "nuts", progress)
+    return scores
+
+
+def markdown(scores: list[Score]) -> str:
+    lines = ["| split | method | n | MAE (points) | 90% coverage | > 5 points outside |", "|---|---|---|---|---|---|"]
+    for s in scores:
+        cov = "-" if s.coverage is None else f"{s.coverage:.2f}"
+        far = "-" if s.far is None else str(s.far)
+        lines.append(f"| {s.split} | {s.method} | {s.n} | {s.mae_points:.2f} | {cov} | {far} |")
+    return "\n".join(lines)

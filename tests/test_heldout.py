@@ -1,0 +1,35 @@
+"""Predictions held to rows the fit never saw (fit.heldout), as `fit validate --heldout` scores them."""
+
+from __future__ import annotations
+
+import pytest
+
+from fit.heldout import leave_one_family_out, leave_one_model_out, markdown
+from fit.pipeline import read_rows
+
+
+@pytest.fixture(scope="module")
+def rows():
+    return read_rows()
+
+
+def _by(scores, split_part, method):
+    return next(s for s in scores if split_part in s.split and s.method == method)
+
+
+def test_leaving_a_qwen3_model_out_the_baseline_makes_the_intervals_honest(rows):
+    scores = leave_one_model_out(rows, ["qwen3"], progress=lambda _m: None)
+    base, alone = _by(scores, "B >= 3", "law + baseline"), _by(scores, "B >= 3", "law alone")
+    assert base.n == alone.n > 50
+    assert base.coverage is not None and base.coverage >= 0.85  # 90% intervals, on models the fit never saw
+    assert base.mae_points < alone.mae_points
+    two = _by(scores, "B = 2", "law + baseline")
+    copy = _by(scores, "B = 2", "copy FP16")
+    assert two.mae_points < copy.mae_points / 2  # the collapse model, not "no drop", at 2 bits
+    assert "| leave one model out" in markdown(scores)
+
+
+def test_a_family_never_fitted_is_covered_with_its_baseline(rows):
+    scores = leave_one_family_out(rows, [("qwen3", "llama")], "ols", progress=lambda _m: None)
+    base = _by(scores, "B >= 3", "law + baseline")
+    assert base.coverage is not None and base.coverage >= 0.85 and base.far == 0
