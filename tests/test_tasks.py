@@ -226,3 +226,23 @@ def test_dataset_missing_from_the_mirror(tmp_path: Path, mirror: Path, monkeypat
     _bad(["evaluate", "--model", str(XS), "--tier-map", m], "task piqa", "not in the mirror", "calibrate datasets pack")
     _bad(["datasets", "pack", "--tier-map", m, "--out", str(tmp_path / "o"), "--from", str(HUB)], "task piqa", "piqa")
     assert not (tmp_path / "o" / "manifest.json").exists()  # nothing half-written
+
+
+def test_sweep_rows_record_the_metric_filter_and_shots(tmp_path: Path) -> None:
+    from calibrate.spec import parse_spec
+    from calibrate.store import Store
+    from calibrate.sweep import run_sweep
+    from tests.tiny_sweep import tiny_spec
+
+    spec = tiny_spec(tmp_path / "s.sqlite", method="rtn", bits=[4], calibration=None)
+    tasks = ["strata_world_km", "strata_world_km_gen"]
+    spec["evaluation"] = {"tier_map": str(XS / "tier_map_all.yaml"), "tasks": tasks, "limit": 8}
+    run_sweep(parse_spec(spec))
+    with Store.open(tmp_path / "s.sqlite") as store:
+        rows = list(store.rows())
+    got = {(r.task, r.metric, r.n_shot) for r in rows}
+    assert got == {("strata_world_km", "acc", 0), ("strata_world_km_gen", "exact_match,first-word", 0)}
+    assert all(r.n_items == 8 and r.extra["task"]["kind"] in ("multiple_choice", "generate_until") for r in rows)
+    # the same task measured with another metric is another row, never the same one
+    a = next(r for r in rows if r.task == "strata_world_km")
+    assert a.model_copy(update={"metric": "acc_norm"}).key() != a.key() != a.model_copy(update={"n_shot": 5}).key()
