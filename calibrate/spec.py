@@ -84,6 +84,9 @@ class EvaluationSpec(_Strict):
     limit: int | None = Field(default=None, gt=0, description="items per task, a seeded random subset")
     seed: int = 0
     batch_size: int = Field(default=64, gt=0)
+    datasets: str | None = Field(
+        default=None, description="a local dataset mirror (`calibrate datasets pack`); default: $STRATA_DATASETS"
+    )
 
 
 class SweepSpec(_Strict):
@@ -179,6 +182,7 @@ class SweepSpec(_Strict):
         data = self.model_dump(exclude={"store", "device", "configs_per_batch", "name"})
         data["gptq"].pop("batch_size", None)
         data["evaluation"].pop("batch_size", None)
+        data["evaluation"].pop("datasets", None)  # where the same data is read from, not what is measured
         # Paths differ between machines; names stand for them (file contents are hashed per row: calib text_sha).
         data["models"] = [{"name": m.label, "family": m.family} for m in self.models]
         if self.calibration is not None and self.calibration.files:
@@ -242,6 +246,7 @@ def resolve_paths(spec: SweepSpec, base: Path) -> SweepSpec:
         update["calibration"] = spec.calibration.model_copy(
             update={"files": [local(f) for f in spec.calibration.files]}
         )
-    if spec.evaluation.tier_map:
-        update["evaluation"] = spec.evaluation.model_copy(update={"tier_map": local(spec.evaluation.tier_map)})
+    paths = {k: local(getattr(spec.evaluation, k)) for k in ("tier_map", "datasets") if getattr(spec.evaluation, k)}
+    if paths:
+        update["evaluation"] = spec.evaluation.model_copy(update=paths)
     return spec.model_copy(update=update)

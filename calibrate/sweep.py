@@ -276,6 +276,7 @@ class Worker:
                     batch_size=ev.batch_size,
                     dtype=self.spec.dtype,
                     trust_remote_code=model.trust_remote_code,
+                    datasets=ev.datasets,
                 )
         except EvaluateError as exc:
             raise SweepError(f"model {model.label}: {exc}") from None

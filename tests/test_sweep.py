@@ -390,3 +390,12 @@ def test_a_unit_failing_in_a_library_is_one_line_and_exit_1(tmp_path: Path, wher
     assert "second line" not in proc.stderr
     with Store.open(keep) as store:
         assert _a_row().key() in {r.key() for r in store.rows()}
+
+
+def test_a_spec_names_a_dataset_mirror_read_against_its_folder(tmp_path: Path) -> None:
+    data = _spec_dict(tmp_path)
+    data["evaluation"] = {**data["evaluation"], "datasets": "mirror"}
+    spec = load_spec(_write(tmp_path, data))
+    assert spec.evaluation.datasets == str(tmp_path / "mirror")
+    plain = load_spec(_write(tmp_path, _spec_dict(tmp_path)))
+    assert spec.content_hash() == plain.content_hash()  # where the data is read from is not what is measured
