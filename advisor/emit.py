@@ -31,6 +31,12 @@ class Choice:
     sym: bool = True
     act_order: bool = False
     damp: float = 0.01  # GPTQ damping, a fraction of the mean Hessian diagonal (GPTQModel's damp_percent)
+    # Calibration text: local files, else a Hub dataset. WikiText-2 by default, the set GPTQ was introduced with
+    # and the one arXiv 2404.14047 calibrates Llama-3 on; without a source `calibrate quantize` refuses to run.
+    calib_files: tuple[str, ...] = ()
+    dataset: str = "wikitext"
+    dataset_name: str = "wikitext-2-raw-v1"
+    seqlen: int | None = None  # tokens per sample; None: calibrate quantize's default
 
     def __post_init__(self) -> None:
         if isinstance(self.bits, bool) or float(self.bits) not in (2.0, 3.0, 4.0, 8.0):
@@ -92,6 +98,12 @@ def calibrate_args(c: Choice, out: str = "") -> list[str]:
     out = out or f"{c.model.rstrip('/').split('/')[-1]}-gptq-w{c.bits}g{c.group_size}"
     args = ["quantize", "--model", c.model, "--bits", str(c.bits), "--group-size", str(c.group_size),
             "--calib-samples", str(c.calib_samples), "--out", out]  # fmt: skip
+    if c.calib_files:
+        args += [a for f in c.calib_files for a in ("--calib-file", f)]
+    else:
+        args += ["--dataset", c.dataset, "--dataset-name", c.dataset_name]
+    if c.seqlen is not None:
+        args += ["--seqlen", str(c.seqlen)]
     if not c.sym:
         args.append("--asym")
     if c.act_order:

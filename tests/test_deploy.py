@@ -150,3 +150,43 @@ def test_missing_gptqmodel_is_one_clear_error(tmp_path: Path, monkeypatch: pytes
     with pytest.raises(DeployError, match=r"GPTQModel is not installed.*strata\[deploy\]"):
         _quantize_here(tmp_path / "out")
     assert list(tmp_path.iterdir()) == []  # no staging folder left behind
+
+
+def test_the_emitted_command_and_gptqmodel_config_quantize_a_shipped_model(tmp_path: Path) -> None:
+    """The advisor's handover, run: `--emit command` is a `calibrate quantize` that writes the checkpoint, and the
+    `--emit gptqmodel` fields are the checkpoint's quantization config."""
+    if importlib.util.find_spec("gptqmodel") is None:
+        pytest.skip("gptqmodel is not installed (the deploy extra)")
+    from advisor.emit import Choice, calibrate_args, gptqmodel_config
+
+    choice = Choice(str(XS), bits=4, group_size=32, calib_samples=8, calib_files=(str(CALIB),), seqlen=16)
+    out = tmp_path / "handover"
+    run = _quantize(*calibrate_args(choice, str(out))[1:], cwd=tmp_path)
+    assert run.returncode == 0, run.stderr[-3000:]
+    qcfg = json.loads((out / "config.json").read_text())["quantization_config"]
+    want = gptqmodel_config(choice)
+    assert (qcfg["bits"], qcfg["group_size"], qcfg["desc_act"], qcfg["sym"]) == (
+        want["bits"],
+        want["group_size"],
+        want["desc_act"],
+        want["sym"],
+    )
+
+
+@pytest.mark.parametrize("family", sorted(__import__("test_architectures").FAMILIES))
+def test_calibrate_quantize_writes_a_checkpoint_of_every_family(family: str, tmp_path: Path) -> None:
+    """The real architectures of tests/test_architectures.py (tiny, random), each written by GPTQModel."""
+    if importlib.util.find_spec("gptqmodel") is None:
+        pytest.skip("gptqmodel is not installed (the deploy extra)")
+    import transformers
+    from test_architectures import FAMILIES
+    from tiny_sweep import random_model
+
+    cls, over = FAMILIES[family]
+    model = random_model(tmp_path / family, getattr(transformers, cls), **over)
+    out = tmp_path / f"{family}-w4g32"
+    args = ["--bits", "4", "--group-size", "32", "--calib-samples", "4", "--seqlen", "16", "--calib-file", str(CALIB)]
+    run = _quantize("--model", str(model), "--out", str(out), *args, "--device", "cpu", cwd=tmp_path)
+    assert run.returncode == 0, run.stderr[-3000:]
+    qcfg = json.loads((out / "config.json").read_text())["quantization_config"]
+    assert (qcfg["bits"], qcfg["group_size"]) == (4, 32)

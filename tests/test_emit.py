@@ -37,6 +37,10 @@ def test_defaults_give_a_minimal_command():
     params = _quantize_params(args)
     assert params["bits"] == 3 and params["group_size"] == -1 and params["sym"] is True
     assert params["out"] == "Llama-3.1-8B-gptq-w3g-1"
+    # a calibration source, or calibrate quantize refuses to run: WikiText-2 unless files are named
+    assert (params["dataset"], params["dataset_name"]) == ("wikitext", "wikitext-2-raw-v1")
+    local = _quantize_params(calibrate_args(Choice("m", 4, 32, 8, calib_files=("a.txt", "b.txt"), seqlen=16)))
+    assert local["calib_file"] == ["a.txt", "b.txt"] and local["seqlen"] == 16 and local["dataset"] is None
 
 
 def test_gptqmodel_config_json():

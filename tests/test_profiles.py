@@ -52,13 +52,21 @@ def test_shipped_bayesian_profile_records_its_command_and_passed_its_diagnostics
 
 
 def test_bayesian_profile_regenerates_within_monte_carlo_error(tmp_path):
-    """NUTS is seeded, but floating point differs between CPUs: the regenerated posterior means must agree with
-    the shipped ones to a fraction of the posterior sd (Monte Carlo error of ~1000 draws at ESS > 400: ~0.05 sd)."""
+    """NUTS is seeded, but floating point differs between CPUs and a chain's trajectory is chaotic: the regenerated
+    posterior means must agree with the shipped ones to a fraction of the posterior sd (Monte Carlo error of ~1000
+    draws at ESS > 400: ~0.05 sd). The count of divergent transitions is such a number too: 0 here, 3 of 4000 seen
+    under OpenBLAS's Prescott kernel with one thread. The shipped profile's own gate (0) is checked above; a
+    regeneration may show a handful (<= 0.25% of the draws) and still be the same posterior, so it runs with
+    --force and is held to its means."""
     shipped = load_profile(PROFILES / "qwen3.json")
     out = tmp_path / "qwen3.json"
-    result = _run(shipped.command.removeprefix("fit ").replace("profiles/qwen3.json", str(out)).split())
+    args = shipped.command.removeprefix("fit ").replace("profiles/qwen3.json", str(out)).split()
+    result = _run([*args, "--force"])
     assert result.exit_code == 0, result.output
     regenerated = load_profile(out)
+    d = regenerated.diagnostics
+    assert d is not None and d.divergences <= 0.0025 * d.num_chains * d.num_draws
+    assert max(d.r_hat_max.values()) <= 1.01 and min(d.ess_min.values()) >= 400
     for tier, law in shipped.tiers.items():
         again = regenerated.tiers[tier]
         for k in ("ln_a", "alpha", "beta", "delta"):
