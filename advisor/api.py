@@ -109,7 +109,9 @@ def _query(
         found = load_baseline(baseline), str(baseline)
     elif published:
         names = [n for n in (requested, model if isinstance(model, str) else None) if n]
-        found = shipped_baseline(*names, info.hf_id, info.name, *info.aliases)
+        # the model's own ids only: a catalog alias may name another stage of it (an -Instruct id resolves to the
+        # base's architecture, but its scores are another model's)
+        found = shipped_baseline(*names, info.hf_id, info.name)
     cond = Conditioning.of(prof, info.name, info.params, *found, family=info.family) if found is not None else None
     return core.Query(info, prof, path, cond)
 

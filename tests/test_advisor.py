@@ -100,7 +100,7 @@ def test_cli_predict_json_has_the_shared_shape(capsys):
 
 
 def test_cli_table_output(capsys):
-    code, out, _ = cli(capsys, "recommend", "--model", "llama-3.1-8b", "--min-ka", "0.4", "--min-kr", "0.2")
+    code, out, _ = cli(capsys, "recommend", "--model", "llama-3.1-8b", "--min-ka", "0.3", "--min-kr", "0.1")
     assert code == 0 and "cheapest of" in out and "family Llama-3 is not in the profile" in out
 
 

@@ -109,3 +109,10 @@ def test_answers_are_reproducible():
     a = advisor.predict("qwen3-8b", bits=4, group_size=128, calib_samples=128)
     b = advisor.predict("qwen3-8b", bits=4, group_size=128, calib_samples=128)
     np.testing.assert_allclose(a.tiers["KR"].mean, b.tiers["KR"].mean, rtol=1e-12)  # seeded draws
+
+
+def test_a_base_model_never_borrows_its_instruct_siblings_scores():
+    base = advisor.predict("llama-3.1-8b", bits=4, group_size=128, calib_samples=128)
+    assert base.baseline is None  # only the -Instruct model's FP16 scores are published
+    chat = advisor.predict("meta-llama/Llama-3.1-8B-Instruct", bits=4, group_size=128, calib_samples=128)
+    assert chat.baseline is not None and "Llama-3.1-8B-Instruct" in chat.baseline.source
