@@ -302,7 +302,7 @@ def family_of(config: dict[str, Any], arch: Architecture) -> str:
 class _Entry(BaseModel):
     """One model of advisor/data/catalog.json."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)  # built only when a user's catalog is validated
     name: str = Field(min_length=1)
     family: str = Field(min_length=1)
     hf_id: str

@@ -8,6 +8,7 @@ import sys
 import numpy as np
 import pytest
 from advisor_cli import cli
+from close import assert_close
 
 import advisor
 from advisor import core
@@ -204,3 +205,17 @@ def test_import_advisor_loads_no_heavy_stack(tmp_path):
     proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "[]"
+
+
+def test_interval_is_numpys_linear_quantile_of_the_draws():
+    # advisor.core._interval interpolates the sorted draws instead of calling np.quantile (start-up time)
+    from advisor.core import _interval
+
+    rng = np.random.default_rng(7)
+    for n in (2, 3, 10, 201, 4000):
+        x = rng.standard_t(3, size=n)
+        got = _interval(x)
+        want = np.quantile(x, [0.05, 0.5, 0.95])
+        assert_close(
+            [got.lo, got.median, got.hi], [float(w) for w in want], rel=0, abs_=1e-12
+        )  # the same interpolation: rounding only
