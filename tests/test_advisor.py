@@ -219,3 +219,22 @@ def test_interval_is_numpys_linear_quantile_of_the_draws():
         assert_close(
             [got.lo, got.median, got.hi], [float(w) for w in want], rel=0, abs_=1e-12
         )  # the same interpolation: rounding only
+
+
+def test_recommend_json_loads_nothing_it_does_not_use():
+    # the cold start is most of an advisor call (bench/advisor_latency.py): no table library, no YAML reader,
+    # no numpy.ma (np.quantile's lazy import), no heavy stack
+    code = (
+        "import sys, io, contextlib\n"
+        "sys.argv = ['advisor', 'recommend', '--model', 'qwen3-8b', '--min-kr', '0.6', '--json']\n"
+        "from advisor.cli import main\n"
+        "try:\n"
+        "    with contextlib.redirect_stdout(io.StringIO()):\n"
+        "        main()\n"
+        "except SystemExit as e:\n"
+        "    assert e.code in (0, 3), e.code\n"
+        "unused = ('numpy.ma', 'rich', 'typer', 'yaml', 'torch', 'jax', 'lm_eval')\n"
+        "print(' '.join(m for m in unused if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == []
