@@ -72,7 +72,9 @@ def llmcompressor_recipe_dict(c: Choice) -> dict[str, Any]:
     else:
         weights.update(strategy="group", group_size=c.group_size)
     if c.act_order:
-        weights["actorder"] = "group"  # compressed-tensors ActivationOrdering.GROUP: GPTQ's desc_act with g_idx
+        # compressed-tensors 0.19 removed "group" (g_idx in the checkpoint); "weight" quantizes columns in activation
+        # order and keeps the layout, the form serving kernels run fast
+        weights["actorder"] = "weight"
     modifier = {
         "ignore": ["lm_head"],
         "dampening_frac": c.damp,

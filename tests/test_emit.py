@@ -2,6 +2,7 @@
 
 import json
 import shlex
+from pathlib import Path
 
 import pytest
 import yaml
@@ -65,7 +66,7 @@ def test_llmcompressor_recipe_structure():
     assert mod["ignore"] == ["lm_head"] and mod["dampening_frac"] == pytest.approx(0.05)
     w = mod["config_groups"]["group_0"]["weights"]
     assert w == {"num_bits": 4, "type": "int", "symmetric": False, "strategy": "group", "group_size": 128,
-                 "actorder": "group"}  # fmt: skip
+                 "actorder": "weight"}  # fmt: skip
     per_channel = llmcompressor_recipe_dict(Choice("m", 8, -1, 64))
     w = per_channel["quant_stage"]["quant_modifiers"]["GPTQModifier"]["config_groups"]["group_0"]["weights"]
     assert w["strategy"] == "channel" and "group_size" not in w and "actorder" not in w
@@ -79,6 +80,33 @@ def test_llmcompressor_loads_the_recipe(tmp_path):
     path.write_text(emit("llmcompressor", CHOICE))
     recipe = Recipe.create_instance(str(path))
     assert recipe is not None
+
+
+def test_llmcompressor_quantizes_a_shipped_model_with_the_recipe(tmp_path):
+    pytest.importorskip("llmcompressor")
+    datasets = pytest.importorskip("datasets")
+    import torch
+    from llmcompressor import oneshot
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    root = Path(__file__).resolve().parents[1]
+    model_dir = root / "examples" / "models" / "strata-world-xs"
+    choice = Choice(str(model_dir), 4, 32, 16, sym=False, act_order=True)  # G 32 divides its widths (64, 192)
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(emit("llmcompressor", choice))
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    text = (root / "examples" / "calib" / "strata-world.txt").read_text().splitlines()
+    ids = [tok(line)["input_ids"] for line in text if line.strip()][:16]
+    calib = datasets.Dataset.from_dict({"input_ids": ids, "attention_mask": [[1] * len(i) for i in ids]})
+    out = tmp_path / "out"
+    oneshot(model=model, dataset=calib, recipe=str(recipe), num_calibration_samples=16, max_seq_length=64,
+            output_dir=str(out))  # fmt: skip
+    config = json.loads((out / "config.json").read_text())["quantization_config"]
+    weights = config["config_groups"]["group_0"]["weights"]
+    assert (weights["num_bits"], weights["group_size"], weights["strategy"]) == (4, 32, "group")
+    assert weights["symmetric"] is False and weights["actorder"] == "weight"
+    assert "lm_head" in config["ignore"]
 
 
 @pytest.mark.parametrize(
