@@ -367,6 +367,65 @@ def quantize(
         typer.echo(" ".join(f"{k}={v}" for k, v in summary.items()))
 
 
+@app.command()
+def verify(
+    answer: str = typer.Argument(
+        ..., metavar="ANSWER", help="advisor recommend --json output, or a configuration file"
+    ),
+    model: str | None = typer.Option(None, "--model", help="local model folder (when the answer names a catalog id)"),
+    seeds: int = typer.Option(1, "--seeds", help="calibration seeds to quantize with (>= 2: the seed-to-seed spread)"),
+    seed: int = typer.Option(0, "--seed", help="the first calibration seed"),
+    spec: str | None = typer.Option(
+        None, "--spec", help="sweep spec whose protocol to measure with (calibration, GPTQ, evaluation, store)"
+    ),
+    store: str | None = typer.Option(
+        None, "--store", help="results store (default: the spec's, else ./strata-verify.sqlite)"
+    ),
+    tier_map: str | None = typer.Option(
+        None, "--tier-map", help="tier map (default: the spec's, the checkpoint's own, else the project's)"
+    ),
+    calib_file: Annotated[list[str] | None, typer.Option("--calib-file", help="calibration text (repeatable)")] = None,
+    dataset: str | None = typer.Option(
+        None, "--dataset", help="Hugging Face calibration dataset (default: WikiText-2)"
+    ),
+    dataset_name: str | None = typer.Option(None, "--dataset-name"),
+    seqlen: int | None = typer.Option(
+        None, "--seqlen", help="tokens per calibration sample (default: the spec's, 2048)"
+    ),
+    limit: int | None = typer.Option(
+        None, "--limit", help="items per task, a seeded random subset (default: the spec's, all)"
+    ),
+    family: str | None = typer.Option(
+        None, "--family", help="model family in the store (default: the spec's, config.model_type)"
+    ),
+    device: str | None = typer.Option(None, "--device", help="cpu | cuda | auto (default: the spec's, cpu)"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress display"),
+    as_json: bool = typer.Option(False, "--json", help="print the report as JSON"),
+) -> None:
+    """Quantize a model with an advisor answer's configuration, evaluate it, and report measured against predicted
+    per tier; exit 0 when every target is met, 3 when one is not (the advisor's "not met" code)."""
+    import os
+
+    os.environ.setdefault("TQDM_DISABLE", "1")
+    from rich.console import Console
+
+    from calibrate.progress import SweepDisplay
+    from calibrate.verify import Options, render
+    from calibrate.verify import verify as run_verify
+
+    opts = Options(model=model, spec=spec, store=store, tier_map=tier_map, calib_files=calib_file or [],
+                   dataset=dataset, dataset_name=dataset_name, seqlen=seqlen, limit=limit, seeds=seeds, seed=seed,
+                   family=family, device=device)  # fmt: skip
+    display = SweepDisplay(quiet)
+    with display.bar:
+        report = run_verify(answer, opts, display)
+    if as_json:
+        typer.echo(report.model_dump_json(indent=2))
+    else:
+        render(report, Console(width=max(Console().width, 120)))
+    raise typer.Exit(code=report.exit_code)
+
+
 def main() -> None:
     from strata.errors import guard
 
