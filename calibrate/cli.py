@@ -417,8 +417,12 @@ def verify(
                    dataset=dataset, dataset_name=dataset_name, seqlen=seqlen, limit=limit, seeds=seeds, seed=seed,
                    family=family, device=device)  # fmt: skip
     display = SweepDisplay(quiet)
-    with display.bar:
-        report = run_verify(answer, opts, display)
+    try:
+        with display.bar:
+            report = run_verify(answer, opts, display)
+    except KeyboardInterrupt:
+        display.print("interrupted: rerun the same command; seeds already stored are not recomputed")
+        raise typer.Exit(code=130) from None
     if as_json:
         typer.echo(report.model_dump_json(indent=2))
     else:
