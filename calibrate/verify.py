@@ -12,9 +12,9 @@ Choices made here, and why:
 - The measurement is a sweep measurement: verify builds a ``SweepSpec`` for the one configuration (with
   ``--spec``, the sweep's own calibration text, GPTQ settings and evaluation protocol; else the sweep's defaults
   and the calibration text given, WikiText-2 unless files are named) and runs the sweep's units through the same
-  ``Worker``. Its rows therefore carry the sweep's protocol and go into the same store: a configuration a sweep (or
-  an earlier verify) measured under that protocol is read back, never recomputed, and what verify measures is
-  there for the next fit.
+  ``Worker``. Its rows therefore carry the sweep's protocol and go into the same store: a configuration and seed a
+  sweep (or an earlier verify) measured under that protocol, on the same calibration text, is read back, never
+  recomputed, and what verify measures is there for the next fit.
 - The configuration's sym and act-order come from the answer (the configuration as handed over); the rest of the
   quantizer settings from the protocol. Seeds are calibration draws ``--seed``, ``--seed``+1, ...
 - The tier map is the one the answer's tiers were predicted over: each predicted tier names its tasks, and they
@@ -319,7 +319,17 @@ def tier_tasks(parsed: Parsed, tmap: Any, tmap_path: Path, evaluated: list[str])
 def verify(path: str | Path, opts: Options, display: Any = None) -> VerifyReport:
     """Measure the input's configuration (reusing what the store holds) and check it; see the module docstring."""
     from calibrate.evaluate import choose_tier_map, resolve_model
-    from calibrate.sweep import SOURCE, LocalExecutor, SweepSummary, pending, plan, preflight, stored, task_count
+    from calibrate.sweep import (
+        SOURCE,
+        Config,
+        LocalExecutor,
+        SweepSummary,
+        Unit,
+        pending,
+        preflight,
+        stored,
+        task_count,
+    )
     from strata.tiermap import load_tier_map
 
     start = time.perf_counter()
@@ -339,17 +349,34 @@ def verify(path: str | Path, opts: Options, display: Any = None) -> VerifyReport
     cfg, seeds = parsed.config, spec.calibration.seeds
     label, seqlen = mspec.label, spec.calibration.seqlen
 
+    from calibrate import calibdata  # (torch: after the input checks)
+
+    cal = spec.calibration
+    calib_source = calibdata.describe(
+        [Path(f) for f in cal.files] if cal.files else None, cal.dataset, cal.name, cal.split, cal.text_field
+    )
+    common: dict[str, Any] = {"source": SOURCE, "model": label}
+    quantized: dict[str, Any] = {
+        "source_table": spec.protocol(),
+        "method": "GPTQ",
+        "bits": float(cfg.bits),
+        "group_size": cfg.group_size,
+        "calib_samples": cfg.calib_samples,
+        "calib_seqlen": seqlen,
+        "calib_dataset": calib_source,  # the sweep's resume key leaves it out; a measurement on other text is not this
+    }
     with Store.open(spec.store) as store:
-        done = stored(store, spec)
-        units = [u for u in plan(spec) if u.kind == "quantized" or relative]
-        need = task_count(spec, mspec)
-        todo = pending(units, done, lambda _m: need)
-        runs = [
-            Run(seed=s, reused=done.get((label, float(cfg.bits), cfg.group_size, cfg.calib_samples, s), 0) >= need)
-            for s in seeds
-        ]
-        planned = sum(u.size for u in units)
-        summary = SweepSummary(str(spec.store), planned, planned - sum(u.size for u in todo))
+        need = set(evaluated)
+
+        def measured(seed: int) -> bool:
+            return need <= {r.task for r in store.rows(**common, **quantized, calib_seed=seed)}
+
+        runs = [Run(seed=s, reused=measured(s)) for s in seeds]
+        todo = [Unit(mspec, "quantized", r.seed, cfg.calib_samples, (Config(cfg.bits, cfg.group_size),))
+                for r in runs if not r.reused]  # fmt: skip
+        if relative:
+            todo = pending([Unit(mspec, "reference")], stored(store, spec), lambda _m: task_count(spec, mspec)) + todo
+        summary = SweepSummary(str(spec.store), len(seeds) + relative, len(seeds) + relative - len(todo))
         if display is not None:
             display.on_start(summary)
         t0 = time.perf_counter()
@@ -359,22 +386,12 @@ def verify(path: str | Path, opts: Options, display: Any = None) -> VerifyReport
             summary.seconds = time.perf_counter() - t0
             if display is not None:
                 display.on_config(summary, rows)
-        common: dict[str, Any] = {"source": SOURCE, "model": label}
-        quantized: dict[str, Any] = {
-            "source_table": spec.protocol(),
-            "method": "GPTQ",
-            "bits": float(cfg.bits),
-            "group_size": cfg.group_size,
-            "calib_samples": cfg.calib_samples,
-            "calib_seqlen": seqlen,
-        }
         seed_rows = [list(store.rows(**common, **quantized, calib_seed=s)) for s in seeds]
         per_seed = [_counts(rows, tmap, evaluated, f"seed {s}") for s, rows in zip(seeds, seed_rows, strict=True)]
         reference = None
         if relative:
             ref_rows = store.rows("bits >= 16", **common, source_table=spec.protocol(reference=True))
             reference = _counts(ref_rows, tmap, evaluated, "unquantized")
-        calib_source = seed_rows[0][0].calib_dataset
 
     chance = {t: s.chance for t, s in tmap.tasks.items()}
     predicted = parsed.candidate.tiers if parsed.candidate is not None else {}

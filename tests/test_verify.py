@@ -165,6 +165,31 @@ def test_a_configuration_file_with_relative_targets_is_measured_against_the_unqu
     assert report["unquantized"]["KM"]["mean"] > 0.5  # the xs model knows its world unquantized
 
 
+def test_a_prediction_is_verified_too_and_a_measurement_on_other_calibration_text_is_not_reused(
+    world: dict[str, Any], tmp_path: Path
+) -> None:
+    from advisor.schema import Prediction
+
+    rec = json.loads(answer(tmp_path / "a.json", {}).read_text())["recommendation"]
+    pred = Prediction.model_validate(
+        {"model": {"name": "strata-world-xs", "family": "Qwen3", "params_b": 1.14624e-4, "hidden_size": 64},
+         "profile": {"name": "hand-made", "path": "none.json", "engine": "nuts"}, "config": rec["config"],
+         "memory_gb": 1e-4, "tiers": rec["tiers"], "tasks": {}}
+    )  # fmt: skip
+    path = tmp_path / "p.json"
+    path.write_text(pred.model_dump_json())
+    proc = verify(str(path), *_common(world), "--json", no_quantize=True)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["input"] == "prediction" and report["runs"] == [{"seed": 0, "reused": True}]
+    assert all(t["target"] is None and t["inside"] is not None for t in report["tiers"].values())
+    # the same protocol on another calibration text is another measurement: it is quantized, not read back
+    other = tmp_path / "other.txt"
+    other.write_text((XS.parents[1] / "calib" / "strata-world.txt").read_text())
+    again = verify(str(path), *_common(world), "--calib-file", str(other), no_quantize=True)
+    assert again.returncode == 1 and "quantized although the store holds" in again.stderr, again.stderr
+
+
 # --- bad input: one line on stderr, exit 2, no traceback ---------------------------------------------------------
 
 
