@@ -52,13 +52,6 @@ class CalibrationSet:
         return CalibrationSet(self.ids[:n], n, self.seqlen, self.seed, self.source, self.text_sha)
 
 
-def describe(files: list[Path] | None, dataset: str | None, name: str | None, split: str, field: str) -> str:
-    """The calibration source as one short string (the store's ``calib_dataset``)."""
-    if files:
-        return "files:" + ",".join(p.name for p in files)
-    return f"hf:{dataset}" + (f"/{name}" if name else "") + f":{split}:{field}"
-
-
 def read_documents(
     files: list[Path] | None, dataset: str | None, name: str | None, split: str, field: str
 ) -> list[str]:

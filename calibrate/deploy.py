@@ -46,7 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from calibrate.machine import library_versions, resolve_device
-from calibrate.spec import CalibrationSpec, GptqSpec
+from calibrate.spec import CalibrationSpec, GptqSpec, calibration_source
 from strata.errors import UserError, first_line
 from strata.law import PER_CHANNEL, group_size_problem
 
@@ -138,7 +138,7 @@ def _calibration_set(tokenizer: Any, cal: CalibrationSpec, files: list[Path] | N
     """The sweep's calibration windows (``calibrate.calibdata``): exactly ``samples`` of them, or a ``DeployError``."""
     from calibrate import calibdata
 
-    source = calibdata.describe(files, cal.dataset, cal.name, cal.split, cal.text_field)
+    source = calibration_source(files, cal.dataset, cal.name, cal.split, cal.text_field)
     documents = calibdata.read_documents(files, cal.dataset, cal.name, cal.split, cal.text_field)
     calib = calibdata.build(tokenizer, documents, samples, cal.seqlen, seed, source)
     if calib.effective < samples:

@@ -47,6 +47,15 @@ class ModelSpec(_Strict):
         return self.name or (Path(self.model).name if Path(self.model).exists() else self.model)
 
 
+def calibration_source(files: list[str] | list[Path] | None, dataset: str | None, name: str | None, split: str,
+                       field: str) -> str:  # fmt: skip
+    """The calibration source as one short string (the store's ``calib_dataset``): file names, not paths, since
+    paths differ between machines (the text itself is hashed per row: ``calib_text_sha``)."""
+    if files:
+        return "files:" + ",".join(Path(p).name for p in files)
+    return f"hf:{dataset}" + (f"/{name}" if name else "") + f":{split}:{field}"
+
+
 class CalibrationSpec(_Strict):
     files: list[str] | None = Field(default=None, description="local .txt (a document per line) or .jsonl files")
     dataset: str | None = Field(default=None, description="Hugging Face dataset id (needs the Hub or its cache)")
@@ -58,6 +67,10 @@ class CalibrationSpec(_Strict):
     allow_short: bool = Field(
         default=False, description="run even if the source has fewer than Cb windows (the effective Cb is stored)"
     )
+
+    def source(self) -> str:
+        """What the store records as this calibration's ``calib_dataset``."""
+        return calibration_source(self.files, self.dataset, self.name, self.split, self.text_field)
 
     @model_validator(mode="after")
     def _one_source(self) -> CalibrationSpec:

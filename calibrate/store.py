@@ -143,13 +143,21 @@ class Store:
         return int(self.conn.execute("SELECT COUNT(*) FROM results").fetchone()[0])
 
     def task_counts(
-        self, source: str, protocol: str, *, method: str | None = None, calib_seqlen: int | None = None
+        self,
+        source: str,
+        protocol: str,
+        *,
+        method: str | None = None,
+        calib_seqlen: int | None = None,
+        calib_dataset: str = "",
     ) -> list[tuple[Any, ...]]:
         """Distinct tasks stored per configuration ``(model, bits, group size, Cb, seed, tasks)`` of one source and
         protocol (``source_table``): the unquantized references (``method`` None: bits >= 16), or the rows of one
-        quantization method and calibration length (``calib_seqlen`` None: no calibration)."""
+        quantization method and calibration (length and source; ``calib_seqlen`` None: none)."""
         cond, params = (
-            ("bits >= 16", ()) if method is None else ("method = ? AND calib_seqlen IS ?", (method, calib_seqlen))
+            ("bits >= 16", ())
+            if method is None
+            else ("method = ? AND calib_seqlen IS ? AND calib_dataset = ?", (method, calib_seqlen, calib_dataset))
         )
         sql = (
             "SELECT model, bits, group_size, calib_samples, calib_seed, COUNT(DISTINCT task) FROM results "

@@ -137,11 +137,15 @@ def _ident(model: str, bits: float | None, group: int | None, cb: int | None, se
 def stored(store: Store, spec: SweepSpec) -> dict[tuple[Any, ...], int]:
     """Tasks stored per configuration identity (model, bits, G, Cb, seed) under this spec's protocol."""
     cal = spec.calibration
-    seqlen = cal.seqlen if cal is not None and spec.method == "gptq" else None
+    uses_calib = cal is not None and spec.method == "gptq"
+    seqlen = cal.seqlen if uses_calib and cal is not None else None
+    source = cal.source() if uses_calib and cal is not None else ""  # rows on other calibration text are not these
     out: dict[tuple[Any, ...], int] = {}
     for model, bits, group, cb, seed, n in [
         *store.task_counts(SOURCE, spec.protocol(reference=True)),
-        *store.task_counts(SOURCE, spec.protocol(), method=spec.method.upper(), calib_seqlen=seqlen),
+        *store.task_counts(
+            SOURCE, spec.protocol(), method=spec.method.upper(), calib_seqlen=seqlen, calib_dataset=source
+        ),
     ]:
         key = _ident(model, None if bits >= 16 else bits, group, cb, seed)
         out[key] = out.get(key, 0) + n
@@ -293,7 +297,7 @@ class Worker:
         cal = self.spec.calibration
         assert cal is not None and unit.seed is not None and unit.calib_samples is not None
         files = [Path(f) for f in cal.files] if cal.files else None
-        source = calibdata.describe(files, cal.dataset, cal.name, cal.split, cal.text_field)
+        source = cal.source()
         start = time.perf_counter()
         if loaded.documents is None:
             loaded.documents = calibdata.read_documents(files, cal.dataset, cal.name, cal.split, cal.text_field)

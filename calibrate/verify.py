@@ -349,12 +349,7 @@ def verify(path: str | Path, opts: Options, display: Any = None) -> VerifyReport
     cfg, seeds = parsed.config, spec.calibration.seeds
     label, seqlen = mspec.label, spec.calibration.seqlen
 
-    from calibrate import calibdata  # (torch: after the input checks)
-
-    cal = spec.calibration
-    calib_source = calibdata.describe(
-        [Path(f) for f in cal.files] if cal.files else None, cal.dataset, cal.name, cal.split, cal.text_field
-    )
+    calib_source = spec.calibration.source()
     common: dict[str, Any] = {"source": SOURCE, "model": label}
     quantized: dict[str, Any] = {
         "source_table": spec.protocol(),
@@ -363,7 +358,7 @@ def verify(path: str | Path, opts: Options, display: Any = None) -> VerifyReport
         "group_size": cfg.group_size,
         "calib_samples": cfg.calib_samples,
         "calib_seqlen": seqlen,
-        "calib_dataset": calib_source,  # the sweep's resume key leaves it out; a measurement on other text is not this
+        "calib_dataset": calib_source,  # a measurement on other calibration text is not this one
     }
     with Store.open(spec.store) as store:
         need = set(evaluated)

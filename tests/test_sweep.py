@@ -182,6 +182,13 @@ def test_a_sweep_stores_every_configuration_and_a_rerun_computes_nothing(tmp_pat
     assert status(spec) == [
         {"model": "strata-world-xs", "planned": 3, "stored": 3, "left": 0, "reference_stored": True}
     ]
+    # the same configurations calibrated on other text are not stored yet (the reference does not calibrate)
+    other = tmp_path / "other-calib.txt"
+    other.write_text(CALIB.read_text())
+    elsewhere = parse_spec(_spec_dict(tmp_path, calibration={"files": [str(other)], "seqlen": 16, "seeds": [0]}))
+    assert status(elsewhere) == [
+        {"model": "strata-world-xs", "planned": 3, "stored": 1, "left": 2, "reference_stored": True}
+    ]
 
     out = tmp_path / "x.csv"
     subprocess.run(
