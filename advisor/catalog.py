@@ -182,6 +182,7 @@ class ModelInfo:
     active_params_b: float | None = None  # MoE: parameters per token, billions, as published
     params_source: str = ""  # where params_b (and active_params_b) were published
     config_source: str = ""  # the config.json the architecture was read from
+    config_verified: bool = False  # the architecture was checked against a real config.json (config_source says where)
 
     @property
     def params(self) -> float:
@@ -313,6 +314,9 @@ class _Entry(BaseModel):
     active_params_source: str | None = None
     active_counts_input_embedding: bool = True
     config_source: str = Field(min_length=1)
+    # True: every architecture field was compared with a verbatim copy of the model's config.json (config_source);
+    # False: written from the published architecture, not yet checked against the file (config_source says so)
+    config_verified: bool = False
     config: dict[str, Any]
 
 
@@ -338,7 +342,7 @@ def load_catalog(path: str | Path = _CATALOG_FILE, *, validate: bool = True) -> 
             raise CatalogError(f"{label}: config lacks a usable field {exc}") from None
         out.append(ModelInfo(e.name, e.family, e.params_b, arch, e.hf_id, tuple(a.lower() for a in e.aliases),
                              active_params_b=e.active_params_b, params_source=e.params_source,
-                             config_source=e.config_source))  # fmt: skip
+                             config_source=e.config_source, config_verified=e.config_verified))  # fmt: skip
         if not e.active_counts_input_embedding:
             _NO_INPUT_EMBEDDING.add(e.name)
     return tuple(out)
@@ -436,4 +440,4 @@ def from_config(path: str | Path) -> ModelInfo:
     name = str(cfg.get("_name_or_path") or path.parent.name)
     active = arch.active_params() / 1e9 if arch.is_moe else None
     return ModelInfo(name, family_of(cfg, arch), arch.total_params() / 1e9, arch, active_params_b=active,
-                     config_source=str(path))  # fmt: skip
+                     config_source=str(path), config_verified=True)  # fmt: skip

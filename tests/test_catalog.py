@@ -21,6 +21,23 @@ def test_catalog_holds_at_least_fifty_models_with_sources():
 
 
 @pytest.mark.parametrize("m", CATALOG, ids=lambda m: m.name)
+def test_every_entry_says_whether_its_config_was_checked_against_the_real_file(m):
+    # verified: compared field by field with a verbatim copy of the config.json, named repo and path;
+    # not verified: written from the published architecture, and the source says so
+    if m.config_verified:
+        assert "verbatim" in m.config_source and "not verified" not in m.config_source, m.name
+        assert m.config_source.startswith("github:"), m.name  # owner/repo path@commit of the copy
+    else:
+        assert "not verified" in m.config_source, m.name
+
+
+def test_the_shipped_catalog_marks_what_was_verified():
+    verified = [m.name for m in CATALOG if m.config_verified]
+    assert len(verified) >= 17
+    assert {"qwen3-8b", "qwen3-30b-a3b", "llama-3.1-8b", "gpt-oss-20b", "deepseek-r1"} <= set(verified)
+
+
+@pytest.mark.parametrize("m", CATALOG, ids=lambda m: m.name)
 def test_parameter_count_matches_the_published_total(m):
     # 2%: makers publish rounded totals (e.g. "7.3B", "46.7B"); a wrong layer, width or vocabulary is off by more
     assert m.arch.total_params() / 1e9 == pytest.approx(m.params_b, rel=0.02)
