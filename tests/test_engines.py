@@ -14,6 +14,8 @@ def test_every_rule_names_its_source_and_version():
     for e in table.values():
         assert e.version_checked and e.kv_source
         assert all(r.source and r.kernel for r in e.rules)
+        for r in e.rules:  # github:owner/repo path@commit of the engine file the numbers were read from
+            assert r.source.startswith("github:") and "@" in r.source, r.source
 
 
 @pytest.mark.parametrize(
@@ -25,6 +27,8 @@ def test_every_rule_names_its_source_and_version():
      ("vllm", 2.5, 128, True, False, "unsupported"), ("sglang", 4, 32, True, False, "fast"),
      ("sglang", 3, 128, True, False, "slow"), ("transformers", 4, 128, False, True, "fast"),
      ("transformers", 8, 128, False, False, "slow"), ("transformers", 6, 128, True, False, "unsupported"),
+     ("transformers", 4, 256, True, False, "unsupported"), ("transformers", 3, 16, False, False, "slow"),
+     ("sglang", 8, 128, False, True, "slow"),
      ("any", 3, 1024, False, True, "fast")],
 )  # fmt: skip
 def test_kernel_support(eng, bits, group, sym, act, want):
