@@ -19,15 +19,21 @@ import numpy as np
 
 from strata.baseline import Baseline, adj_from_z, conditioned_z, parse_baseline, tier_baseline_z
 from strata.law import log_neg_log_acc
+from strata.metric import law_task, task_of_law, tier_members
 from strata.profile import LawFit, Profile, law_coef, law_draws, tier_law_for
 
 _SHIPPED = Path(__file__).with_name("data") / "baselines.json"
+ANCHOR = (8.0, 128.0, 128.0)  # (B, G, Cb) a new family's drop is carried from (Conditioning._laws)
 UNKNOWN_ITEMS = 1000  # items assumed behind a score whose task the tier map does not size
 
 
 @cache
 def _shipped() -> dict[str, Any]:
-    return dict(json.loads(_SHIPPED.read_text())["models"])
+    """Published baselines by model id as printed, and by its last part (``llama-3.1-8b-instruct`` for
+    ``meta-llama/Llama-3.1-8B-Instruct``), lower-cased; a full id wins over another's last part."""
+    models = dict(json.loads(_SHIPPED.read_text())["models"])
+    short = {k.split("/")[-1]: v for k, v in models.items() if "/" in k}
+    return {**short, **models}
 
 
 def shipped_baseline(*names: str) -> tuple[Baseline, str] | None:
@@ -74,45 +80,60 @@ class Conditioning:
     def of(
         cls, profile: Profile, model: str, params: float, baseline: Baseline, source: str, family: str = ""
     ) -> Conditioning:
+        # Each score under the name of the law it measures: arc_challenge on acc_norm is arc_challenge:acc_norm.
+        baseline = baseline.model_copy(update={"tasks": {law_task(k, t.metric): t for k, t in baseline.tasks.items()}})
         items = {name: t.n for name, t in baseline.tasks.items() if t.n is not None}
         if len(items) < len(baseline.tasks):  # the tier map says how many items a task has
             from strata.tiermap import load_tier_map
 
             tmap = load_tier_map()
             for name in baseline.tasks.keys() - items.keys():
-                spec = tmap.tasks.get(tmap.resolve(name) or name)
+                spec = tmap.tasks.get(tmap.resolve(task_of_law(name)) or task_of_law(name))
                 items[name] = spec.items if spec is not None and spec.items else UNKNOWN_ITEMS
         c = cls(profile, model, params, baseline, source, items, family)
         used: set[str] = set()
         for tier in profile.tiers:
-            tasks = [k for k, law in profile.tasks.items() if law.tier == tier]
-            known = [k for k in tasks if k in baseline.tasks and baseline.tasks[k].metric == "acc"]
+            tiers_of = {k: law.tier for k, law in profile.tasks.items()}
+            tasks = tier_members(tiers_of, tier, prefer=baseline.tasks)  # each task once, on the baseline's metric
+            known = [k for k in tasks if k in baseline.tasks]
             if not tasks:
                 c.skipped[tier] = "the profile names no tasks for this tier"
             elif tier not in profile.unquantized:
                 c.skipped[tier] = "the profile has no 16-bit law for this tier, so no drop to apply"
             elif not known:
-                c.skipped[tier] = f"the baseline has none of its tasks ({', '.join(tasks)}) on the profile's metric acc"
+                c.skipped[tier] = f"the baseline has none of its tasks ({', '.join(tasks)})"
             else:
                 c.tiers[tier] = known
                 c.law_only[tier] = [k for k in tasks if k not in known]
                 used |= set(known)
-        for name, t in baseline.tasks.items():
+        for name in baseline.tasks:
             if name not in used:
                 why = "not a task of the profile" if name not in profile.tasks else "its tier is not conditioned"
-                if name in profile.tasks and t.metric != "acc":
-                    why = f"metric {t.metric}, the profile's is acc"
+                other = [k for k in profile.tasks if k != name and task_of_law(k) == task_of_law(name)]
+                if name not in profile.tasks and other:
+                    why = f"the profile fits {task_of_law(name)} on another metric ({', '.join(other)})"
                 c.unused.append(f"{name}: {why}")
         return c
 
     def _laws(self, tier: str, bits: Any, group: Any, calib: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Draws of the tier's quantized law (S, M) and 16-bit law (S, 1), and the drop sd (S,)."""
+        """Draws of the tier's law at the configurations (S, M) and of its 16-bit counterpart (S, 1), and the drop
+        sd (S,): the drop applied to the baseline is their difference.
+
+        For a family the profile was fitted on, the counterpart is the profile's 16-bit law. A new family's
+        quantized law (the population's, drawn with tau) and the fitted family's 16-bit law have different levels,
+        and their difference would carry that offset as a drop; so its counterpart is the same law at an anchor
+        (8-bit, G = 128, Cb = 128) plus the fitted family's own gap from that anchor to 16 bits."""
         law = tier_law_for(self.profile, tier, self.family)
         assert law is not None  # a conditioned tier has a law (Conditioning.of)
         unq = self.profile.unquantized[tier]
         zq = _z(law, self.params, bits, group, calib)
         one = np.array([1.0])
         zu = _align(_z(unq, self.params, one * 16, one, one * 2), zq.shape[0], f"{self.model}:{tier}:u")
+        own = self.profile.tiers[tier]
+        if law is not own:
+            anchor = [np.array([v]) for v in ANCHOR]
+            gap = _align(_z(own, self.params, *anchor), zq.shape[0], f"{self.model}:{tier}:own") - zu
+            zu = _z(law, self.params, *anchor) - gap
         return zq, zu, self._drop_sd(law, zq.shape[0])
 
     def _baseline_z(self, tasks: list[str], size: int, key: str) -> np.ndarray:

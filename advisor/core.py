@@ -43,6 +43,7 @@ from strata.baseline import adj_from_z
 from strata.collapse import mix, probability
 from strata.errors import UserError
 from strata.law import TIERS, denormalize, effective_group_size, group_size_problem
+from strata.metric import tier_members
 from strata.profile import LawFit, Profile, law_draws, tier_law_for
 
 DEFAULT_BITS = (2, 3, 4, 8)
@@ -62,6 +63,14 @@ class Query:
     profile: Profile
     profile_path: str
     conditioning: Conditioning | None = None  # the model's own unquantized scores, when known
+
+    def tier_tasks(self, tier: str) -> list[str]:
+        """The tasks this answer's tier is the mean of: the baseline's where it conditions the tier (each task on
+        the metric the baseline measured it on), else the profile's."""
+        c = self.conditioning
+        if c is not None and tier in c.tiers:
+            return [*c.tiers[tier], *c.law_only[tier]]
+        return tier_tasks(self.profile, tier)
 
     def tier_draws(self, tier: str, bits: Any, group: Any, calib: Any) -> np.ndarray:
         """Predictive chance-adjusted draws (S, M) of a tier: given the baseline where it conditions the tier, with
@@ -114,8 +123,8 @@ class Query:
 
 
 def tier_tasks(profile: Profile, tier: str) -> list[str]:
-    """The tasks a tier of this profile stands for (its law is the law of their mean accuracy)."""
-    return [name for name, law in profile.tasks.items() if law.tier == tier]
+    """The tasks a tier of this profile stands for (its law is the law of their mean accuracy), each task once."""
+    return tier_members({name: law.tier for name, law in profile.tasks.items()}, tier)
 
 
 def _interval(samples: np.ndarray) -> Interval:
@@ -224,10 +233,10 @@ def predict(
     g = np.asarray(effective_group_size(np.array([group], float), m.arch.hidden_size))
     if bits == 16:
         tiers = {
-            t: TierAnswer(**iv.model_dump(), tasks=tier_tasks(p, t)) for t, iv in _unquantized(q, list(p.tiers)).items()
+            t: TierAnswer(**iv.model_dump(), tasks=q.tier_tasks(t)) for t, iv in _unquantized(q, list(p.tiers)).items()
         }
     else:
-        tiers = {t: TierAnswer(**_interval(q.tier_draws(t, b, g, c)[:, 0]).model_dump(), tasks=tier_tasks(p, t))
+        tiers = {t: TierAnswer(**_interval(q.tier_draws(t, b, g, c)[:, 0]).model_dump(), tasks=q.tier_tasks(t))
                  for t in p.tiers}  # fmt: skip
     unknown = [t for t in tasks if t not in p.tasks]
     if unknown:
@@ -242,7 +251,7 @@ def predict(
             adj = _baseline_task_draws(q, name)
         else:
             adj = q.task_draws(name, b, g, c)[:, 0]
-        raw = denormalize(adj, law.chance)
+        raw = np.clip(denormalize(adj, law.chance), 0.0, 1.0)  # a collapsed draw may fall below chance, never below 0
         answers[name] = TaskAnswer(**_interval(np.asarray(raw)).model_dump(), tier=law.tier, chance=law.chance)
     mem = quantized_bytes(m.arch, bits, group).total if bits != 16 else unquantized_bytes(m.arch)
     return Prediction(
@@ -582,7 +591,7 @@ def _candidate(q: Query, grid: _Grid, s: _Scored, i: int) -> Candidate:
     tiers = {
         t: TierAnswer(
             **_interval(s.draws[t][:, i]).model_dump(),
-            tasks=tier_tasks(q.profile, t),
+            tasks=q.tier_tasks(t),
             target=s.targets.get(t),
             meets=bool(s.means[t][i] >= s.targets[t]) if t in s.targets else None,
             prob=float(np.mean(s.meets[t][:, i])) if s.has_draws and t in s.targets else None,

@@ -1,12 +1,13 @@
 """How well `advisor predict` does on published GPTQ rows its profile never saw, with and without the baseline.
 
-    python bench/heldout.py [--published ../shared/data/published] [--markdown FILE]
+    python bench/heldout.py [--published calibrate/data/published] [--markdown FILE]
 
-For every published GPTQ accuracy row (not SUSPECT, metric acc; 2-bit rows in groups of their own) of a model the
-catalog knows, with an FP16 row of the same source, model and task: predict it with the shipped profile named for the
-model's family in PROFILE_OF. A row is *held out* when its model is not in the profile's data, of a *new family*
-when its family is not either (the profile's new-family law answers). Per group of rows: MAE in points of raw
-accuracy, the share inside the 90% interval, and how many lie more than 5 points outside it, for
+For every published GPTQ accuracy row (not SUSPECT, any accuracy metric under its law's name,
+``arc_challenge:acc_norm``; 2-bit rows in groups of their own) of a model the catalog knows, with an FP16 row of the
+same source, model and task: predict it with the shipped profile named for the model's family in PROFILE_OF. A row
+is *held out* when its model is not in the profile's data, of a *new family* when its family is not either (the
+profile's new-family law answers). Per group of rows: MAE in points of raw accuracy, the share inside the 90%
+interval, and how many lie more than 5 points outside it, for
 
 - `advisor, baseline`: conditioned on the row's own FP16 score from the same table (`--baseline`),
 - `advisor, no baseline`: the law alone (`--no-baseline`),
@@ -30,29 +31,35 @@ sys.path.insert(0, str(ROOT))
 from advisor import api, catalog, core  # noqa: E402
 from advisor.schema import Prediction  # noqa: E402
 from calibrate.published import published_csvs, read_published_csv  # noqa: E402
+from strata.metric import ACCURACY_METRICS, law_task, metric_base  # noqa: E402
 from strata.rows import ResultRow  # noqa: E402
 from strata.tiermap import load_tier_map  # noqa: E402
 
-PROFILE_OF = {"Qwen3": "qwen3", "Llama-2": "llama", "LLaMA-1": "llama", "Llama-3": "llama", "Llama-3.1": "llama",
-              "Llama-3.2": "llama", "Mistral": "llama"}  # fmt: skip
+PROFILE_OF = {"Qwen3": "qwen3", "Llama-2": "llama", "LLaMA-1": "llama", "Llama-3": "llama3", "Mistral": "llama",
+              "Qwen1": "qwen3", "Qwen2": "qwen3"}  # fmt: skip
 
 
 def rows(folder: Path) -> list[ResultRow]:
+    """Accuracy rows under their law's name (the published reader keeps the metric of each)."""
     tmap = load_tier_map()
-    return [r for f in published_csvs(folder) for r in read_published_csv(f, tmap)]
+    return [
+        r.model_copy(update={"task": law_task(r.task, r.metric)})
+        for f in published_csvs(folder) for r in read_published_csv(f, tmap)
+        if metric_base(r.metric) in ACCURACY_METRICS
+    ]  # fmt: skip
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--published", type=Path, default=ROOT.parent / "shared" / "data" / "published")
+    ap.add_argument("--published", type=Path, default=ROOT / "calibrate" / "data" / "published")
     ap.add_argument("--markdown", type=Path)
     args = ap.parse_args()
 
     data = rows(args.published)
-    fp16 = {(r.source, r.model, r.task): r for r in data if r.method in ("FP16", "BF16") and r.metric == "acc"}
+    fp16 = {(r.source, r.model, r.task): r for r in data if r.method in ("FP16", "BF16")}
     quant = [
         r for r in data
-        if r.method == "GPTQ" and r.bits >= 2 and r.metric == "acc" and not r.suspect and r.accuracy is not None
+        if r.method == "GPTQ" and r.bits >= 2 and not r.suspect and r.accuracy is not None
         and (r.source, r.model, r.task) in fp16 and r.group_size is not None and r.family in PROFILE_OF
     ]  # fmt: skip
     results: dict[tuple[str, str], list[tuple[float, float, float | None, float | None]]] = defaultdict(list)

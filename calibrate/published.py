@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import IO
 
 from strata.errors import UserError
+from strata.metric import ACCURACY_METRICS, metric_base
 from strata.rows import ResultRow
 from strata.tiermap import TierMap
 
@@ -31,6 +32,27 @@ REQUIRED = (
     "n_shot", "note",
 )  # fmt: skip
 OPTIONAL = ("tier", "chance", "n_items", "correct", "calib_samples_effective", "calib_seed", "hidden_size", "extra")
+
+
+# Published accuracy columns (percent) and the metric a row stores; the inverse is what `write_csv` writes back.
+PUBLISHED_METRICS = {"acc_pct": "acc", "acc_norm_pct": "acc_norm", "em_pct": "exact_match"}
+_WRITTEN = {v: k for k, v in PUBLISHED_METRICS.items()}
+# A fit's family is a model generation (one pretraining recipe); the tables name its point releases.
+GENERATION = {"Llama-3.1": "Llama-3", "Llama-3.2": "Llama-3", "Llama-3.3": "Llama-3"}
+
+
+def stored_metric(metric: str, task_metric: str | None) -> str | None:
+    """The metric a row stores for a published column, or None when the value is not an accuracy over items
+    (perplexity, a summary average, mc2, pass@k, the leaderboard's normalized lb2_* scores).
+
+    ``acc_pct`` of a generation task (one whose tier-map metric is exact_match, e.g. GSM8K in the Qwen README) is
+    its exact-match accuracy: a generation task has no other. A sweep's export writes its rows' own metric names
+    (``acc_norm``, ``exact_match,strict-match``), which read back unchanged."""
+    if metric == "acc_pct" and task_metric == "exact_match":
+        return "exact_match"
+    if metric in PUBLISHED_METRICS:
+        return PUBLISHED_METRICS[metric]
+    return metric if metric_base(metric) in ACCURACY_METRICS else None
 
 
 class PublishedDataError(UserError):
@@ -82,8 +104,9 @@ def _row(rec: dict[str, str], *, where: str, tier_map: TierMap) -> ResultRow:
     metric = rec["metric"].strip()
     task = tier_map.resolve(rec["task"]) or rec["task"].strip().lower()
     spec = tier_map.tasks.get(task)
-    is_acc = metric == "acc_pct"
-    accuracy = value / 100.0 if metric.startswith(("acc_pct", "mean_acc_pct")) else None
+    stored = stored_metric(metric, spec.metric if spec else None)
+    is_acc = stored is not None
+    accuracy = value / 100.0 if (is_acc or metric.startswith("mean_acc_pct")) else None
     n_items = spec.items if (spec and is_acc) else None
     tier: str | None = spec.tier if (spec and is_acc) else None  # None also for tasks the map leaves out of every tier
     chance = spec.chance if spec else None
@@ -107,7 +130,7 @@ def _row(rec: dict[str, str], *, where: str, tier_map: TierMap) -> ResultRow:
         source=rec["source"],
         source_table=rec["table"],
         model=rec["model"],
-        family=rec["model_family"],
+        family=GENERATION.get(rec["model_family"].strip(), rec["model_family"].strip()),
         stage=rec["model_stage"],
         params_b=params_b,
         params_nonembed_b=num("params_nonembed_b"),
@@ -121,7 +144,7 @@ def _row(rec: dict[str, str], *, where: str, tier_map: TierMap) -> ResultRow:
         task=task,
         tier=tier,
         chance=chance,
-        metric="acc" if is_acc else metric,
+        metric=stored or metric,
         value=value,
         accuracy=accuracy,
         n_items=n_items,
@@ -142,7 +165,6 @@ def write_csv(rows: Iterable[ResultRow], out: IO[str]) -> int:
     writer.writeheader()
     n = 0
     for r in rows:
-        is_acc = r.metric == "acc"
         writer.writerow(
             {
                 "source": r.source,
@@ -160,7 +182,7 @@ def write_csv(rows: Iterable[ResultRow], out: IO[str]) -> int:
                 "calib_dataset": r.calib_dataset,
                 "calib_seqlen": _text(r.calib_seqlen),
                 "task": r.task,
-                "metric": "acc_pct" if is_acc else r.metric,
+                "metric": _WRITTEN.get(r.metric, r.metric),
                 "value": repr(r.value),  # accuracies are stored as reported: percent
                 "n_shot": _text(r.n_shot),
                 "note": r.note,

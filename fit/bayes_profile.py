@@ -17,7 +17,18 @@ import numpy as np
 from fit.data import FitData
 from fit.infer import Posterior, Thresholds
 from fit.ols import FitError
-from fit.profiles import FitSpec, Obs, Rows, _fit, assemble, ols_task_law, task_obs, tier_obs
+from fit.profiles import (
+    FitSpec,
+    Obs,
+    Rows,
+    _fit,
+    assemble,
+    ols_task_law,
+    task_obs,
+    tier_law_members,
+    tier_obs,
+    unquantized_tier_law,
+)
 from strata.law import COEF_NAMES, TIERS, LawCoef, design, four_factor, linearize
 from strata.profile import Coef, FitDiagnostics, LawFit, NewFamily, NutsSettings, Profile, SviSettings, TaskLaw
 
@@ -87,7 +98,7 @@ def tier_mean_law(task_laws: list[LawCoef], params: np.ndarray) -> LawCoef:
 
 def family_tier_law(post: Posterior, family: str, rows: Rows, tier: str) -> LawCoef:
     """A family's tier law as profiles carry it: tier_mean_law over the tier's tasks in the family's rows."""
-    own = sorted({r.task for r in rows.rows if r.tier == tier})
+    own = tier_law_members(rows, tier)
     return tier_mean_law([post.coef(family, task=k) for k in own], tier_obs(rows, tier).params)
 
 
@@ -166,9 +177,9 @@ def bayes_profile(
         ti = post.tier_names.index(t)
         tiers[t] = _law_fit(family_tier_law(post, family, quant, t), None if omega is None else omega[:, ti], obs)
         baseline[t] = _fit(obs, t, COEF_NAMES[:3], draws=False)
-        ref_obs = tier_obs(ref, t)
-        if len(ref_obs) >= 3 and np.unique(ref_obs.params).size >= 2:
-            unquantized[t] = _fit(ref_obs, t, COEF_NAMES[:2], draws=True)
+        unq = unquantized_tier_law(ref, t, tier_law_members(quant, t))
+        if unq is not None:
+            unquantized[t] = unq
     for k, task in enumerate(post.task_names):
         obs = task_obs(quant, lambda r, task=task: r.task == task)  # type: ignore[misc]
         if len(obs) == 0:

@@ -1,6 +1,7 @@
 """Fit the collapse probability (``strata.collapse``) on measured configurations, collapsed and not.
 
-One observation per configuration of a model in a source (its tasks measured together): collapsed when the median
+One observation per configuration of a model in a source (its tasks measured together, on every accuracy
+metric): collapsed when the median
 over its tasks of retained chance-adjusted accuracy, quantized / unquantized of the same source, is below
 ``strata.collapse.THRESHOLD``. Tasks whose unquantized score is within 0.1 of chance carry no ratio and are left
 out, as are configurations of unknown group size.
@@ -22,6 +23,7 @@ import numpy as np
 
 from strata.collapse import design
 from strata.law import PER_CHANNEL
+from strata.metric import ACCURACY_METRICS, law_task, metric_base
 from strata.profile import COLLAPSE_THRESHOLD as THRESHOLD
 from strata.profile import CollapseModel
 from strata.rows import ResultRow
@@ -42,6 +44,7 @@ class Measured:
     group_eff: float  # per-channel resolved to the input width
     params: float
     tasks: tuple[float, ...]  # retained chance-adjusted fraction per task
+    key: tuple[object, ...] = ()  # (source, model, stage, bits, group size, Cb): its rows' configuration
 
     @property
     def retained(self) -> float:
@@ -57,20 +60,24 @@ def configurations(
 ) -> list[Measured]:
     """One record per measured configuration: family, bits, effective G, N, median retained fraction, per task."""
     rows = list(rows)
+
+    def accuracy(r: ResultRow) -> bool:
+        return metric_base(r.metric) in ACCURACY_METRICS and r.accuracy is not None
+
     ref = {
-        (r.source, r.model, r.stage, r.task): r
+        (r.source, r.model, r.stage, law_task(r.task, r.metric)): r
         for r in rows
-        if r.method.upper() in ("FP16", "BF16") and r.metric == "acc" and r.accuracy is not None
+        if r.method.upper() in ("FP16", "BF16") and accuracy(r)
     }
     Key = tuple[str, str, str, float, int, int | None]
     groups: dict[Key, list[float]] = defaultdict(list)
     meta: dict[Key, ResultRow] = {}
     for r in rows:
-        if r.method.upper() != method.upper() or r.metric != "acc" or r.accuracy is None or r.suspect:
+        if r.method.upper() != method.upper() or not accuracy(r) or r.suspect or r.accuracy is None:
             continue
         if r.group_size is None or r.chance is None or r.bits >= 16:
             continue
-        base = ref.get((r.source, r.model, r.stage, r.task))
+        base = ref.get((r.source, r.model, r.stage, law_task(r.task, r.metric)))
         if base is None or base.accuracy is None:
             continue
         a0 = (base.accuracy - r.chance) / (1 - r.chance)
@@ -85,7 +92,7 @@ def configurations(
         width = hidden_of(r) if r.group_size == PER_CHANNEL else r.group_size
         if width is None:
             continue
-        out.append(Measured(r.family, r.model, r.bits, float(width), r.params_b * 1e9, tuple(ratios)))
+        out.append(Measured(r.family, r.model, r.bits, float(width), r.params_b * 1e9, tuple(ratios), key))
     return out
 
 

@@ -21,11 +21,20 @@ PRESETS: dict[str, FitSpec] = {
     "llama": FitSpec(
         name="llama",
         description=(
-            "Llama-family base models quantized with GPTQ: LLaMA-1 7B-65B and Llama-2 7B-70B, from one source "
-            "and harness (AutoRound paper tables, arXiv 2309.05516). Meta-Llama-3-8B (arXiv 2404.14047v3) is left "
-            "out: one model size from another harness and task set; pooled, it drops KA/KR adjusted R² to 0.69/0.59"
+            "LLaMA-1 7B-65B and Llama-2 7B-70B base models quantized with GPTQ, from one source and harness "
+            "(AutoRound paper tables, arXiv 2309.05516); the Llama-2-chat rows of arXiv 2409.11055v6 are another "
+            "stage on another protocol (acc_norm, 5-25 shots) at one configuration (W4 g128) and are left out"
         ),
         families=("Llama-2", "LLaMA-1"),
-        applies_to=("Llama-2", "LLaMA-1", "Llama-3"),  # Llama-3 queries are flagged as a cross-generation use
+        stages=("base",),
+    ),
+    "llama3": FitSpec(
+        name="llama3",
+        description=(
+            "Llama-3 generation quantized with GPTQ: Meta-Llama-3-8B (arXiv 2404.14047v3, W8-W2 at G128 and "
+            "per-channel) and the instruction-tuned Llama-3.2-1B/3B and Llama-3.1-8B/70B (arXiv 2409.11055v6, "
+            "W4 g128, AutoGPTQ)"
+        ),
+        families=("Llama-3",),
     ),
 }

@@ -3,7 +3,9 @@
 A profile is fitted on one quantization method (GPTQ for the shipped ones: RTN and AWQ rows are excluded, and
 ``--method`` makes a separate profile for them) and one set of model families. Rows left out are counted by
 reason in the profile. 2-bit rows are excluded by default, as in the paper: 2 bits is a collapse (a phase
-transition) that the smooth law does not describe.
+transition) that the smooth law does not describe; so is any configuration above it that collapsed (Meta-Llama-3-8B
+at 3 bits per-channel: the collapse model's definition, ``fit.collapse``). Those belong to the collapse model,
+which every prediction mixes in, not to the smooth law.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import numpy as np
 
 from fit.ols import FitError, OlsResult, identifiable, ols_fit, paper_exponent, sample_coefficients
 from strata.law import COEF_NAMES, TIERS, LawCoef, design, effective_group_size, four_factor, linearize, normalize
+from strata.metric import ACCURACY_METRICS, law_task, metric_base, tier_members
 from strata.profile import PROFILE_SCHEMA_VERSION, Coef, DataSummary, FitSettings, LawFit, OlsSettings, Profile, TaskLaw
 from strata.rows import ResultRow
 
@@ -89,8 +92,10 @@ def tier_obs(data: Rows, tier: str | None) -> Obs:
     whatever its size, and the items behind the mean are summed.
     """
 
-    def keep(r: ResultRow) -> bool:
-        return r.tier == tier if tier is not None else r.tier is not None
+    members = {t: set(tier_members({r.task: r.tier for r in data.rows}, t)) for t in TIERS}
+
+    def keep(r: ResultRow) -> bool:  # each task once: on acc where it was also measured on another metric
+        return r.tier is not None and r.task in members[r.tier] and (tier is None or r.tier == tier)
 
     per_task = task_obs(data, keep)
     keys = [(r.source, r.model, r.stage, r.method, r.bits, r.group_size, r.calib_samples) for r in data.rows if keep(r)]
@@ -112,8 +117,13 @@ def tier_obs(data: Rows, tier: str | None) -> Obs:
 def select(
     rows: Iterable[ResultRow], spec: FitSpec, hidden_of: Callable[[ResultRow], int | None], *, quantized: bool
 ) -> Rows:
-    """Rows of the spec's families and stages: quantized by spec.method, or the 16-bit references."""
+    """Rows of the spec's families and stages: quantized by spec.method, or the 16-bit references. A row on another
+    accuracy metric than acc is kept under its law's name (``strata.rows.law_task``: ``arc_challenge:acc_norm``)."""
+    from fit.collapse import configurations
+
+    rows = list(rows)
     fams = {f.lower() for f in spec.families}
+    collapsed = {c.key for c in configurations(rows, hidden_of, spec.method) if c.collapsed} if quantized else set()
     keep: list[ResultRow] = []
     hidden: list[int] = []
     excluded: Counter[str] = Counter()
@@ -127,19 +137,21 @@ def select(
             excluded[f"method {r.method} (this profile is {spec.method})"] += 1
             continue
         reason = _exclusion(r, spec, quantized)
+        if reason is None and (r.source, r.model, r.stage, r.bits, r.group_size, r.calib_samples) in collapsed:
+            reason = "a collapsed configuration (median retained accuracy below half: the collapse model's)"
         if reason is None and quantized and r.group_size == -1 and hidden_of(r) is None:
             reason = "per-channel row of a model with unknown hidden size"
         if reason:
             excluded[reason] += 1
             continue
-        keep.append(r)
+        keep.append(r if metric_base(r.metric) == "acc" else r.model_copy(update={"task": law_task(r.task, r.metric)}))
         hidden.append(hidden_of(r) or 1)  # only per-channel rows use it, and those need a known width
     return Rows(keep, hidden, excluded)
 
 
 def _exclusion(r: ResultRow, spec: FitSpec, quantized: bool) -> str | None:
-    if r.metric != "acc" or r.accuracy is None:
-        return "not an accuracy (perplexity or a summary average)"
+    if metric_base(r.metric) not in ACCURACY_METRICS or r.accuracy is None:
+        return "not an accuracy over items (perplexity, a summary average, mc2, a leaderboard-normalized score)"
     if r.tier is None and r.chance is None:
         return f"task {r.task} is not in the tier map"
     if r.suspect and not spec.include_suspect:
@@ -148,6 +160,8 @@ def _exclusion(r: ResultRow, spec: FitSpec, quantized: bool) -> str | None:
         return f"{r.bits:g}-bit (below the law's {spec.min_bits:g}-bit floor: collapse regime)"
     if quantized and r.calib_samples is None:
         return "no calibration-set size"
+    if quantized and r.group_size is None:
+        return "no group size stated in the source"
     return None
 
 
@@ -197,6 +211,65 @@ def _fit(obs: Obs, tier: str, columns: tuple[str, ...], *, draws: bool) -> LawFi
     return _law_fit(res, obs.y_adj, pred, int(clipped.sum()), draws)
 
 
+def unquantized_tier_law(ref: Rows, tier: str, members: list[str]) -> LawFit | None:
+    """The 16-bit law of a tier: the law of its member tasks' mean accuracy in N, or None when the 16-bit rows
+    cannot carry one (fewer than two model sizes, or no more rows than coefficients).
+
+    Fitted as z(model, task) = c_task + alpha ln N by OLS, one level per task: models measured on different task
+    sets (Meta-Llama-3-8B on ARC-Challenge and WinoGrande, the Llama-3.1 instruct models on WinoGrande and GSM8K)
+    inform alpha and each task's level without mixing task sets into one mean, which a law of tier means would
+    (its drop against the quantized tier law, the mean over all member tasks, was then that mix). The tier law is
+    the law of the members' mean accuracy, fitted per coefficient draw on a grid of N, as the quantized tier law
+    of a Bayesian profile is (``fit.bayes_profile.tier_mean_law``); a member with no 16-bit row is left out."""
+    obs = task_obs(ref, lambda r: r.tier == tier and r.task in members)
+    names = sorted({r.task for r in ref.rows if r.tier == tier and r.task in members})
+    task_of = [r.task for r in ref.rows if r.tier == tier and r.task in members]
+    k = len(names) + 1
+    if np.unique(obs.params).size < 2 or len(obs) <= k:
+        return None
+    lnn = np.log(obs.params)
+    X = np.column_stack([*(np.array([t == n for t in task_of], float) for n in names), lnn])
+    if np.linalg.matrix_rank(X) < k:
+        return None
+    z, clipped = linearize(obs.y_adj, obs.n)
+    beta, *_ = np.linalg.lstsq(X, z, rcond=None)
+    resid = z - X @ beta
+    cov = float(resid @ resid) / (len(z) - k) * np.linalg.inv(X.T @ X)
+    draws = beta + np.random.default_rng(0).standard_normal((OLS_DRAWS, k)) @ np.linalg.cholesky(cov).T
+    grid = np.geomspace(float(obs.params.min()), float(obs.params.max()), 6)
+    acc = np.exp(-np.exp(draws[:, :-1, None] + draws[:, -1:, None] * np.log(grid)[None, None, :])).mean(axis=1)
+    zg = np.log(-np.log(np.clip(acc, 1e-12, 1 - 1e-12)))  # (S, grid): the members' mean, per draw
+    G = np.column_stack([np.ones_like(grid), np.log(grid)])
+    coef = zg @ np.linalg.pinv(G).T  # (S, 2): ln_a, alpha of the law of the mean
+    point = np.exp(-np.exp(beta[:-1, None] + beta[-1] * np.log(grid)[None, :])).mean(axis=0)
+    ln_a, alpha = np.linalg.lstsq(G, np.log(-np.log(np.clip(point, 1e-12, 1 - 1e-12))), rcond=None)[0]
+    ss_tot = float(((z - z.mean()) ** 2).sum())
+    r2 = 1 - float(resid @ resid) / ss_tot if ss_tot > 0 else float("nan")
+    adj = 1 - (1 - r2) * (len(z) - 1) / (len(z) - k) if len(z) > k else float("nan")
+    pred = np.exp(-np.exp(X @ beta))
+    zero = {c: 0.0 for c in COEF_NAMES[2:]}
+    return LawFit(
+        coef=Coef(ln_a=float(ln_a), alpha=float(alpha), **zero),
+        fixed={},
+        se={"ln_a": round(float(coef[:, 0].std()), 6), "alpha": round(float(coef[:, 1].std()), 6)},
+        draws={
+            "ln_a": [round(float(v), 6) for v in coef[:, 0]],
+            "alpha": [round(float(v), 6) for v in coef[:, 1]],
+            **{c: [0.0] * OLS_DRAWS for c in COEF_NAMES[2:]},
+        },
+        n_rows=len(z),
+        r2=round(r2, 6),
+        adj_r2=round(adj, 6),
+        mae_adj=round(float(np.mean(np.abs(pred - obs.y_adj))), 6),
+        n_clipped=int(clipped.sum()),
+    )
+
+
+def tier_law_members(rows: Rows, tier: str) -> list[str]:
+    """The tasks a profile's tier law is over: each once (``strata.metric.tier_members``)."""
+    return tier_members({r.task: r.tier for r in rows.rows}, tier)
+
+
 def _varies(obs: Obs) -> bool:
     """Whether the linearized observations differ at all (a constant has no slope to fit, and R² is undefined)."""
     z, _ = linearize(obs.y_adj, obs.n)
@@ -225,9 +298,9 @@ def build_profile(quant: Rows, ref: Rows, spec: FitSpec, command: str) -> Profil
             )
         tiers[t] = fit_four_factor(obs, t)
         baseline[t] = _fit(obs, t, COEF_NAMES[:3], draws=False)
-        ref_obs = tier_obs(ref, t)
-        if len(ref_obs) >= 3 and np.unique(ref_obs.params).size >= 2 and _varies(ref_obs):
-            unquantized[t] = _fit(ref_obs, t, COEF_NAMES[:2], draws=True)  # else: no 16-bit law, the advisor says so
+        unq = unquantized_tier_law(ref, t, tier_law_members(quant, t))
+        if unq is not None:
+            unquantized[t] = unq  # else: no 16-bit law, the advisor says so
     general = fit_four_factor(tier_obs(quant, None), "general", draws=False)
     for task in sorted({r.task for r in quant.rows}):
         law_or_why = ols_task_law(quant, task, spec)

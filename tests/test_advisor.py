@@ -101,8 +101,10 @@ def test_cli_predict_json_has_the_shared_shape(capsys):
 
 
 def test_cli_table_output(capsys):
+    code, out, _ = cli(capsys, "recommend", "--model", "mistral-7b", "--min-ka", "0.3", "--min-kr", "0.1")
+    assert code == 0 and "cheapest of" in out and "family Mistral is not in the profile" in out
     code, out, _ = cli(capsys, "recommend", "--model", "llama-3.1-8b", "--min-ka", "0.3", "--min-kr", "0.1")
-    assert code == 0 and "cheapest of" in out and "family Llama-3 is not in the profile" in out
+    assert code == 0 and "profile llama3" in out and "family Llama-3 is not in" not in out
 
 
 def test_model_from_config_and_from_params(capsys, tmp_path):

@@ -116,3 +116,37 @@ def test_a_base_model_never_borrows_its_instruct_siblings_scores():
     assert base.baseline is None  # only the -Instruct model's FP16 scores are published
     chat = advisor.predict("meta-llama/Llama-3.1-8B-Instruct", bits=4, group_size=128, calib_samples=128)
     assert chat.baseline is not None and "Llama-3.1-8B-Instruct" in chat.baseline.source
+
+
+def test_a_tier_counts_each_task_once_on_the_baselines_metric():
+    from strata.metric import law_task, tier_members
+
+    laws = {"arc_challenge": "KR", "arc_challenge:acc_norm": "KR", "gsm8k:exact_match": "KR", "mmlu": "KA"}
+    assert tier_members(laws, "KR") == ["arc_challenge", "gsm8k:exact_match"]  # acc where both were fitted
+    assert tier_members(laws, "KR", prefer={"arc_challenge:acc_norm"}) == ["arc_challenge:acc_norm",
+                                                                           "gsm8k:exact_match"]  # fmt: skip
+    assert law_task("arc_challenge", "acc") == "arc_challenge"
+    assert law_task("gsm8k", "exact_match,strict-match") == "gsm8k:exact_match"
+    assert law_task("gsm8k:exact_match", "exact_match") == "gsm8k:exact_match"
+
+
+def test_llama3_is_its_own_family_and_a_baseline_on_acc_norm_conditions_its_acc_norm_law(tmp_path):
+    pred = advisor.predict("llama-3.1-8b-instruct", bits=4, group_size=128, calib_samples=128)
+    assert pred.profile.name == "llama3"
+    b = pred.baseline
+    assert b is not None and "arXiv:2409.11055v6" in b.source  # the instruct model's own published scores
+    assert set(b.conditioned["KR"]) == {"arc_challenge:acc_norm", "gsm8k:exact_match", "winogrande"}
+    assert set(pred.tiers["KR"].tasks) == {"arc_challenge:acc_norm", "gsm8k:exact_match", "winogrande"}
+    published = {"arc_challenge:acc_norm": 0.6143, "gsm8k:exact_match": 0.7233, "winogrande": 0.7522}  # W4 g128
+    for task, measured in published.items():  # arXiv:2409.11055v6 Table 1, GPTQ W4 g128 (in the fit: in-sample)
+        assert pred.tasks[task].lo < measured < pred.tasks[task].hi, task
+
+
+def test_a_baseline_on_a_metric_the_profile_never_fitted_is_said_unused(tmp_path):
+    path = tmp_path / "b.json"
+    path.write_text(json.dumps({"tasks": {"arc_challenge": {"mean": 0.58, "metric": "acc_norm"},
+                                          "winogrande": {"mean": 0.68}}}))  # fmt: skip
+    pred = advisor.predict("qwen3-8b", bits=4, group_size=128, calib_samples=128, baseline=path)
+    assert pred.baseline is not None and pred.baseline.conditioned["KR"] == ["winogrande"]
+    assert any(u.startswith("arc_challenge:acc_norm: the profile fits arc_challenge on another metric")
+               for u in pred.baseline.unused)  # fmt: skip

@@ -18,7 +18,8 @@ def _run(args):
     return CliRunner().invoke(app, args)
 
 
-BAYESIAN = {"qwen3": "llama", "llama": "qwen3"}  # shipped NUTS profiles, each fitted jointly with the other family
+# Shipped NUTS profiles, each fitted jointly with the other families (one fit: families are read in one order).
+BAYESIAN = {"qwen3": ("llama", "llama3"), "llama": ("qwen3", "llama3"), "llama3": ("qwen3", "llama")}
 
 
 @pytest.mark.parametrize("name", ["qwen3-base"])
@@ -39,10 +40,11 @@ def test_shipped_ols_profile_is_what_its_command_regenerates(name, tmp_path):
 @pytest.mark.parametrize("name", sorted(BAYESIAN))
 def test_shipped_bayesian_profile_records_its_command_and_passed_its_diagnostics(name):
     prof = load_profile(PROFILES / f"{name}.json")
-    assert prof.command == f"fit run --preset {name} --engine nuts --joint {BAYESIAN[name]} --out profiles/{name}.json"
+    joint = " ".join(f"--joint {j}" for j in BAYESIAN[name])
+    assert prof.command == f"fit run --preset {name} --engine nuts {joint} --out profiles/{name}.json"
     assert prof.engine == "nuts" and prof.diagnostics is not None
     assert prof.settings == NutsSettings()  # the defaults, so the command names none of them
-    assert prof.command == command_for(name, prof.settings, (BAYESIAN[name],))
+    assert prof.command == command_for(name, prof.settings, BAYESIAN[name])
     d = prof.diagnostics
     assert d.problems == [] and not d.forced and d.divergences == 0
     assert max(d.r_hat_max.values()) <= 1.01 and min(d.ess_min.values()) >= 400
@@ -83,8 +85,14 @@ def test_shipped_profiles_fit_the_published_data_well():
     base = load_profile(PROFILES / "qwen3-base.json")  # OLS: Cb never varies within a model, pinned and said so
     assert set(base.tiers["KA"].fixed) == {"gamma"}
     llama = load_profile(PROFILES / "llama.json")
-    assert set(llama.tiers) == {"KA", "KR"} and "Llama-3" in llama.applies_to
+    assert set(llama.tiers) == {"KA", "KR"} and "Llama-3" not in llama.applies_to
     assert llama.tasks["truthfulqa_mc1"].tier is None  # fitted per task, in no tier law
+    llama3 = load_profile(PROFILES / "llama3.json")  # its own family: Meta-Llama-3-8B and the 3.1 instruct models
+    assert llama3.applies_to == ["Llama-3"] and llama3.data.params_b == (8.0, 70.0)
+    kr = {k for k, t in llama3.tasks.items() if t.tier == "KR"}
+    assert {"arc_challenge", "arc_challenge:acc_norm", "gsm8k:exact_match", "winogrande"} <= kr  # GSM8K in KR
+    assert llama3.data.excluded["a collapsed configuration (median retained accuracy below half: the collapse model's)"]
+    assert llama3.data.excluded["no group size stated in the source"] > 0  # llm-compressor rows: G not printed
 
 
 def test_profile_of_another_schema_version_is_refused_with_the_command(tmp_path):

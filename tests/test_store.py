@@ -89,13 +89,51 @@ def test_published_import_keeps_every_row_and_flags_suspect(tmp_path):
             rows = list(read_published_csv(f, tmap))
             total += len(rows)
             db.add(rows)
-        assert db.count() == total == 4874  # every data row of the four CSVs
+        assert db.count() == total == 5474  # every data row of the seven CSVs
         assert db.add(read_published_csv(published_csvs(SHIPPED_PUBLISHED)[0], tmap)) == 0
         suspect = list(db.rows("suspect = 1"))
-        assert len(suspect) == 60 and all("SUSPECT" in r.note for r in suspect)
+        assert len(suspect) == 62 and all("SUSPECT" in r.note for r in suspect)
         arc = next(db.rows("model = 'Qwen3-8B' AND method = 'FP16' AND task = 'arc_challenge'"))
         assert arc.tier == "KR" and arc.chance == 0.25 and arc.n_items == 1172
         assert arc.correct == round(arc.accuracy * 1172)
+
+
+def test_published_metrics_are_kept_apart_and_named_as_rows_store_them():
+    tmap = load_tier_map()
+    lee = list(read_published_csv(SHIPPED_PUBLISHED / "lee_quant_tradeoffs_2409.11055v6.csv", tmap))
+    instruct = [r for r in lee if r.model == "meta-llama/Llama-3.1-8B-Instruct" and r.method == "FP16"]
+    by_task = {r.task: r for r in instruct}
+    arc, gsm = by_task["arc_challenge"], by_task["gsm8k"]
+    assert (arc.metric, arc.tier, arc.n_items) == ("acc_norm", "KR", 1172)  # acc_norm_pct: its own metric, a tier
+    assert (gsm.metric, gsm.tier, gsm.chance) == ("exact_match", "KR", 0.0)  # GSM8K enters KR
+    assert abs(gsm.accuracy - 0.7665) < 1e-9
+    assert by_task["leaderboard_bbh"].accuracy is None and by_task["leaderboard_bbh"].tier is None  # lb2_*: no
+    assert by_task["truthfulqa_mc2"].accuracy is None  # mc2 is a probability mass, not items correct
+    assert {r.family for r in lee if "Llama-3." in r.model} == {"Llama-3"}  # 3.1 / 3.2 rows: one generation
+    qwen1 = next(
+        read_published_csv(SHIPPED_PUBLISHED / "qwen1_chat_gptq_readme.csv", tmap)
+    )  # fmt: skip
+    assert qwen1.task == "mmlu" and qwen1.metric == "acc"
+    gsm_q = [r for r in read_published_csv(SHIPPED_PUBLISHED / "qwen1_chat_gptq_readme.csv", tmap)
+             if r.task == "gsm8k"]  # fmt: skip
+    assert gsm_q and all(r.metric == "exact_match" for r in gsm_q)  # a generation task's acc is its exact match
+
+
+def test_an_exported_row_on_another_metric_reads_back_the_same(tmp_path):
+    import io
+
+    from calibrate.published import write_csv
+
+    rows = [row(task="arc_challenge", metric="acc_norm", value=61.4, accuracy=0.614, tier="KR"),
+            row(task="gsm8k", metric="exact_match,strict-match", value=72.3, accuracy=0.723, tier="KR"),
+            row(task="gsm8k", metric="exact_match", value=72.0, accuracy=0.72, tier="KR")]  # fmt: skip
+    buf = io.StringIO()
+    write_csv(rows, buf)
+    path = tmp_path / "x.csv"
+    path.write_text(buf.getvalue())
+    back = list(read_published_csv(path, load_tier_map()))
+    assert [(r.task, r.metric, r.tier) for r in back] == [(r.task, r.metric, r.tier) for r in rows]
+    assert all(abs(a.accuracy - b.accuracy) < 1e-12 for a, b in zip(back, rows, strict=True))
 
 
 def test_shipped_published_copy_matches_shared_data():
@@ -152,10 +190,10 @@ def test_import_published_cli_is_idempotent_and_refuses_bad_input(tmp_path):
     first = CliRunner().invoke(app, ["import-published", "--store", str(store)])
     again = CliRunner().invoke(app, ["import-published", "--store", str(store)])
     assert first.exit_code == again.exit_code == 0
-    assert "4874 rows" in again.output and "0 new of 2295 rows" in again.output
+    assert "5474 rows" in again.output and "0 new of 2295 rows" in again.output
     (tmp_path / "bad").mkdir()
     (tmp_path / "bad" / "x.csv").write_text("source,model\n1,2\n")
     bad = CliRunner().invoke(app, ["import-published", "--store", str(store), "--dir", str(tmp_path / "bad")])
     assert bad.exit_code == 2 and "missing column" in bad.output
     with Store.open(store) as db:
-        assert db.count() == 4874  # nothing already stored was lost
+        assert db.count() == 5474  # nothing already stored was lost
