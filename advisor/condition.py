@@ -92,8 +92,8 @@ class Conditioning:
                 items[name] = spec.items if spec is not None and spec.items else UNKNOWN_ITEMS
         c = cls(profile, model, params, baseline, source, items, family)
         used: set[str] = set()
+        tiers_of = {k: law.tier for k, law in profile.tasks.items()}
         for tier in profile.tiers:
-            tiers_of = {k: law.tier for k, law in profile.tasks.items()}
             tasks = tier_members(tiers_of, tier, prefer=baseline.tasks)  # each task once, on the baseline's metric
             known = [k for k in tasks if k in baseline.tasks]
             if not tasks:

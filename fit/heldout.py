@@ -1,7 +1,7 @@
 """Predictions held to data the fit never saw, task by task, as `advisor predict` makes them.
 
 Two splits over the published GPTQ rows of the shipped presets' models (every accuracy metric, each under its
-law's name, ``strata.rows.law_task``):
+law's name, ``strata.metric.law_task``):
 
 - leave one model out: refit the preset's profile without the model (its OLS laws and the collapse model; the
   Bayesian refit per model would take minutes each) and predict each of its rows;

@@ -118,7 +118,7 @@ def select(
     rows: Iterable[ResultRow], spec: FitSpec, hidden_of: Callable[[ResultRow], int | None], *, quantized: bool
 ) -> Rows:
     """Rows of the spec's families and stages: quantized by spec.method, or the 16-bit references. A row on another
-    accuracy metric than acc is kept under its law's name (``strata.rows.law_task``: ``arc_challenge:acc_norm``)."""
+    accuracy metric than acc is kept under its law's name (``strata.metric.law_task``: ``arc_challenge:acc_norm``)."""
     from fit.collapse import configurations
 
     rows = list(rows)

@@ -5,7 +5,7 @@
 The advisor conditions its predictions on a model's own unquantized scores; these are the defaults it uses when a
 user gives none. One entry per published model (its id as printed, lower-cased), each task once: the first table
 of the first source that prints it (sources in file-name order, tables in file order), with the metric and shots it
-was measured with, under the name of the law it measures (``arc_challenge:acc_norm``: ``strata.rows.law_task``). Only
+was measured with, under the name of the law it measures (``arc_challenge:acc_norm``: ``strata.metric.law_task``). Only
 accuracy-type metrics (acc, acc_norm, exact_match, as ``calibrate.published.stored_metric`` reads them);
 leaderboard-normalized scores, averages and perplexities are left out. Items per task come from the tier map.
 """
