@@ -183,6 +183,7 @@ class ModelInfo:
     params_source: str = ""  # where params_b (and active_params_b) were published
     config_source: str = ""  # the config.json the architecture was read from
     config_verified: bool = False  # the architecture was checked against a real config.json (config_source says where)
+    config_checked: str = ""  # not verified: the transcriptions (package, version, path) it was cross-checked against
 
     @property
     def params(self) -> float:
@@ -317,6 +318,9 @@ class _Entry(BaseModel):
     # True: every architecture field was compared with a verbatim copy of the model's config.json (config_source);
     # False: written from the published architecture, not yet checked against the file (config_source says so)
     config_verified: bool = False
+    # not verified: the maintained transcriptions of the architecture (package==version path, entry) that every stated
+    # field was compared with, and on which fields they agree; "" = not cross-checked
+    config_checked: str = ""
     config: dict[str, Any]
 
 
@@ -342,7 +346,8 @@ def load_catalog(path: str | Path = _CATALOG_FILE, *, validate: bool = True) -> 
             raise CatalogError(f"{label}: config lacks a usable field {exc}") from None
         out.append(ModelInfo(e.name, e.family, e.params_b, arch, e.hf_id, tuple(a.lower() for a in e.aliases),
                              active_params_b=e.active_params_b, params_source=e.params_source,
-                             config_source=e.config_source, config_verified=e.config_verified))  # fmt: skip
+                             config_source=e.config_source, config_verified=e.config_verified,
+                             config_checked=e.config_checked))  # fmt: skip
         if not e.active_counts_input_embedding:
             _NO_INPUT_EMBEDDING.add(e.name)
     return tuple(out)
