@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,10 @@ class Size:
     head_dim: int
     steps: int  # default training steps: enough to reach well above chance on all tiers (see docs/zoo.md)
     lr: float
+    # Zoo sizes train for whole epochs of length-bucketed batches (every line once per epoch, almost no padding);
+    # ``steps`` is then ignored. None: the first sizes' sampler (random lines with replacement, padded batches).
+    epochs: int | None = None
+    world: str = "default"  # the world it is trained on: a key of WORLDS
 
 
 SIZES: dict[str, Size] = {
@@ -46,6 +50,22 @@ SIZES: dict[str, Size] = {
     "l": Size(hidden=192, layers=6, intermediate=576, heads=6, kv_heads=2, head_dim=32, steps=4000, lr=1e-3),
     "xl": Size(hidden=256, layers=8, intermediate=768, heads=8, kv_heads=4, head_dim=32, steps=4000, lr=8e-4),
 }
+
+
+# The zoo (issue 15): five sizes spanning 25x in block (non-embedding) parameters, 25k to 615k, on the spelled
+# world whose facts sit near the smaller models' capacity. Widths are multiples of 32, so group sizes 8, 16 and 32
+# divide every quantized layer's input. All train on the same data budget (ZOO_EPOCHS epochs), as a scaling law
+# assumes. (A one-layer 32-wide model, 12k block parameters, stayed at chance on every tier: not a zoo member.)
+ZOO_EPOCHS = 3
+ZOO_SIZES: dict[str, Size] = {
+    "zoo-25k": Size(32, 2, 96, 2, 1, 16, 0, 4e-3, ZOO_EPOCHS, "zoo"),
+    "zoo-99k": Size(64, 2, 192, 4, 2, 16, 0, 3e-3, ZOO_EPOCHS, "zoo"),
+    "zoo-222k": Size(96, 2, 288, 6, 3, 16, 0, 2.5e-3, ZOO_EPOCHS, "zoo"),
+    "zoo-394k": Size(128, 2, 384, 8, 4, 16, 0, 2e-3, ZOO_EPOCHS, "zoo"),
+    "zoo-615k": Size(160, 2, 480, 10, 5, 16, 0, 1.5e-3, ZOO_EPOCHS, "zoo"),
+}
+SIZES.update(ZOO_SIZES)
+WORLDS: dict[str, wworld.WorldSpec] = {"default": wworld.WorldSpec(), "zoo": wworld.ZOO}
 
 
 def model_config(size: Size, vocab_size: int) -> Any:
@@ -75,7 +95,8 @@ class TrainResult:
     losses: list[float]  # mean loss of each logged window
     params: int
     tokens: int  # non-padding training tokens seen
-    seconds: float
+    seconds: float  # training time, summed over the sittings of a resumed run
+    finished: bool = True
 
 
 def _encode(tok: Any, lines: list[str]) -> list[list[int]]:
@@ -92,6 +113,29 @@ def _batch(seqs: list[list[int]], idx: list[int], pad: int) -> tuple[torch.Tenso
     return ids, labels
 
 
+def _random_batches(n: int, batch_size: int, steps: int, seed: int) -> list[list[int]]:
+    """The first sizes' sampler: ``steps`` batches of lines drawn with replacement."""
+    order = torch.Generator().manual_seed(seed)
+    return [torch.randint(n, (batch_size,), generator=order).tolist() for _ in range(steps)]
+
+
+def _epoch_batches(seqs: list[list[int]], batch_size: int, epochs: int, seed: int) -> list[list[int]]:
+    """Every line once per epoch, in batches of lines of one length (so a batch carries almost no padding): each
+    epoch shuffles the lines, sorts them stably by length (equal lengths stay shuffled), cuts batches and shuffles
+    the batches. The whole plan is a function of the seed, so a resumed run replays the same order."""
+    batches: list[list[int]] = []
+    for epoch in range(epochs):
+        gen = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+        idx = torch.randperm(len(seqs), generator=gen).tolist()
+        idx.sort(key=lambda i: len(seqs[i]))
+        cut = [idx[i : i + batch_size] for i in range(0, len(idx), batch_size)]
+        batches += [cut[j] for j in torch.randperm(len(cut), generator=gen).tolist()]
+    return batches
+
+
+CHECKPOINT = "checkpoint.pt"  # training state under the output folder while a run is unfinished
+
+
 def train(
     size: str | Size,
     seed: int = 0,
@@ -103,23 +147,35 @@ def train(
     log_every: int = 100,
     threads: int | None = None,
     progress: bool = False,
+    checkpoint_dir: str | Path | None = None,
+    checkpoint_every: int = 0,
+    stop_after: int | None = None,
 ) -> TrainResult:
-    """Train one zoo model from scratch; deterministic given the arguments."""
+    """Train one zoo model from scratch; deterministic given the arguments.
+
+    With ``checkpoint_dir``, the training state (weights, optimizer, schedule, step, losses) is written there every
+    ``checkpoint_every`` steps (a multiple of ``log_every``) and a run finding one there continues from it, so an
+    interrupted run resumes where it stopped and ends where an uninterrupted one would. ``stop_after`` ends the
+    sitting after that many steps in all (the state is saved; the result is the unfinished model)."""
     from transformers import Qwen3ForCausalLM
 
     spec = SIZES[size] if isinstance(size, str) else size
-    steps = spec.steps if steps is None else steps
     lr = spec.lr if lr is None else lr
     if threads is not None:
         torch.set_num_threads(threads)
     torch.use_deterministic_algorithms(True)
     torch.manual_seed(seed)
 
-    world = wworld.generate(world_spec or wworld.WorldSpec(seed=seed))
+    world = wworld.generate(world_spec or replace(WORLDS[spec.world], seed=seed))
     tok = wtok.build(wworld.vocabulary(world))
     seqs = _encode(tok, wworld.corpus(world))
     pad = tok.token_to_id(wtok.PAD)
     assert pad is not None
+    if spec.epochs is not None and steps is None:
+        plan = _epoch_batches(seqs, batch_size, spec.epochs, seed)
+    else:
+        plan = _random_batches(len(seqs), batch_size, spec.steps if steps is None else steps, seed)
+    steps = len(plan)
 
     model: Any = Qwen3ForCausalLM(model_config(spec, tok.get_vocab_size()))
     model.to(torch.device(device))  # in place for a module
@@ -133,15 +189,27 @@ def train(
         return 0.1 + 0.45 * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
 
     sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
-    order = torch.Generator().manual_seed(seed)
     losses: list[float] = []
     window: list[float] = []
-    tokens = 0
+    tokens, done, before = 0, 0, 0.0
+    ckpt = Path(checkpoint_dir) / CHECKPOINT if checkpoint_dir is not None else None
+    if checkpoint_every and checkpoint_every % log_every:
+        raise ValueError(f"checkpoint_every ({checkpoint_every}) must be a multiple of log_every ({log_every})")
+    if ckpt is not None and ckpt.is_file():
+        state = torch.load(ckpt, map_location=device, weights_only=True)
+        if state["steps"] != steps:
+            raise ValueError(f"{ckpt} is a run of {state['steps']} steps, not {steps}; remove it to start again")
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["opt"])
+        sched.load_state_dict(state["sched"])
+        losses, tokens, done, before = list(state["losses"]), int(state["tokens"]), int(state["step"]), state["seconds"]
+        if progress:
+            print(f"resuming from {ckpt} at step {done}/{steps}", flush=True)
     model.train()
     start = time.perf_counter()
-    for step in range(steps):
-        idx = torch.randint(len(seqs), (batch_size,), generator=order).tolist()
-        ids, labels = _batch(seqs, idx, pad)
+    last = steps if stop_after is None else min(steps, stop_after)
+    for step in range(done, last):
+        ids, labels = _batch(seqs, plan[step], pad)
         ids, labels = ids.to(device), labels.to(device)
         # Right padding under a causal mask never influences a real token, so no attention mask is needed.
         loss = model(input_ids=ids, labels=labels).loss
@@ -155,11 +223,20 @@ def train(
         if (step + 1) % log_every == 0 or step + 1 == steps:
             losses.append(sum(window) / len(window))
             window = []
+            elapsed = before + time.perf_counter() - start
             if progress:
-                print(f"step {step + 1}/{steps} loss {losses[-1]:.4f} {time.perf_counter() - start:.0f}s", flush=True)
-    seconds = time.perf_counter() - start
+                print(f"step {step + 1}/{steps} loss {losses[-1]:.4f} {elapsed:.0f}s", flush=True)
+            if ckpt is not None and checkpoint_every and ((step + 1) % checkpoint_every == 0 or step + 1 == last):
+                ckpt.parent.mkdir(parents=True, exist_ok=True)
+                state = {
+                    **{"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict()},
+                    **{"step": step + 1, "steps": steps, "losses": losses, "tokens": tokens, "seconds": elapsed},
+                }
+                torch.save(state, ckpt.with_suffix(".tmp"))
+                ckpt.with_suffix(".tmp").replace(ckpt)  # a kill mid-write leaves the previous state intact
+    seconds = before + time.perf_counter() - start
     model.eval()
-    return TrainResult(model.cpu(), tok, world, losses, params, tokens, seconds)
+    return TrainResult(model.cpu(), tok, world, losses, params, tokens, seconds, finished=last == steps)
 
 
 def save(result: TrainResult, out: str | Path, size: str, seed: int, device: str, extra: dict[str, Any]) -> Path:
@@ -169,43 +246,83 @@ def save(result: TrainResult, out: str | Path, size: str, seed: int, device: str
     result.model.save_pretrained(str(out), safe_serialization=True)
     wtok.save(result.tokenizer, out)
     wworld.write_tasks(result.world, out)
+    embed = result.model.get_input_embeddings().weight.numel()  # tied: the head shares it
+    flags = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in extra.items() if k in ("batch_size", "threads"))
     record = {
         "size": size,
         "architecture": asdict(SIZES[size]) if size in SIZES else None,
         "params": result.params,
+        "params_nonembed": result.params - embed,
         "seed": seed,
         "world": asdict(result.world.spec),
         "train_tokens": result.tokens,
         "seconds": round(result.seconds, 1),
+        "tokens_per_s": round(result.tokens / result.seconds) if result.seconds else None,
         "device": device,
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "final_loss": round(result.losses[-1], 4),
         "losses": [round(v, 4) for v in result.losses],
-        "command": f"python -m calibrate.train --size {size} --seed {seed} --out {out}",
+        "command": f"python -m calibrate.train --size {size} --seed {seed} --out {out} {flags}".strip(),
         **extra,
     }
     (out / "training.json").write_text(json.dumps(record, indent=2) + "\n")
+    (out / CHECKPOINT).unlink(missing_ok=True)  # the finished model replaces the training state
     return out
+
+
+ZOO_PREFIX = "strata-zoo-"
+
+
+def run_one(size: str, out: Path, seed: int, device: str, threads: int, batch_size: int | None = None,
+            steps: int | None = None, lr: float | None = None, world: wworld.WorldSpec | None = None,
+            stop_after: int | None = None) -> TrainResult | None:  # fmt: skip
+    """Train (or resume) one model into ``out``; None when ``out`` already holds the finished model."""
+    if (out / "training.json").is_file() and not (out / CHECKPOINT).is_file():
+        return None
+    spec = SIZES[size]
+    batch = batch_size or (256 if spec.epochs is not None else 128)
+    result = train(size, seed, steps, batch, lr, device, world_spec=world, threads=threads, progress=True,
+                   checkpoint_dir=out, checkpoint_every=100 if spec.epochs is not None else 0,
+                   stop_after=stop_after)  # fmt: skip
+    if not result.finished:
+        print(f"{size}: stopped after {stop_after} steps; run again to resume from {out / CHECKPOINT}")
+        return result
+    extra = {"steps": steps or (None if spec.epochs else spec.steps), "epochs": spec.epochs, "batch_size": batch,
+             "threads": threads}  # fmt: skip
+    save(result, out, size, seed, device, extra)
+    print(
+        f"{size}: {result.params} params, {result.tokens} tokens, {result.seconds:.1f} s on {device} "
+        f"({result.tokens / result.seconds:.0f} tokens/s), final loss {result.losses[-1]:.4f} -> {out}"
+    )
+    return result
 
 
 def main(argv: list[str] | None = None) -> None:
     import argparse
 
     ap = argparse.ArgumentParser(prog="python -m calibrate.train", description=__doc__.splitlines()[0])
-    ap.add_argument("--size", choices=sorted(SIZES), required=True)
+    what = ap.add_mutually_exclusive_group(required=True)
+    what.add_argument("--size", choices=sorted(SIZES))
+    what.add_argument("--zoo", metavar="DIR", help=f"train every zoo size into DIR/{ZOO_PREFIX}<size>, smallest "
+                      "first; finished models are kept, an interrupted one resumes from its checkpoint")  # fmt: skip
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--out", required=True)
-    ap.add_argument("--steps", type=int, default=None, help="default: the size's own step count")
-    ap.add_argument("--batch-size", type=int, default=128)
+    ap.add_argument("--out", help="output folder (with --size)")
+    ap.add_argument("--steps", type=int, default=None, help="default: the size's own step count (or epochs)")
+    ap.add_argument("--batch-size", type=int, default=None, help="lines per step (default 256 for zoo sizes, else 128)")
     ap.add_argument("--lr", type=float, default=None)
     ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     ap.add_argument("--threads", type=int, default=1, help="CPU threads (1: robust on a shared machine)")
+    ap.add_argument("--calib-out", metavar="FILE", help="with --zoo: also write 2,000 lines of the zoo world's corpus "
+                    "to FILE, one per line (the sweep's calibration source)")  # fmt: skip
+    ap.add_argument("--stop-after", type=int, default=None, help="end this sitting after N steps (resumable)")
     ap.add_argument(
         "--people", type=int, default=None, help="people in the world (default 160); more facts per parameter make "
         "a model closer to its capacity, and quantization hurts it sooner"
     )  # fmt: skip
     args = ap.parse_args(argv)
+    if args.size and not args.out:
+        ap.error("--size needs --out")
     world = None
     if args.people:
         base = wworld.WorldSpec()
@@ -217,23 +334,14 @@ def main(argv: list[str] | None = None) -> None:
             cities=max(base.cities, round(base.cities * scale)),
             countries=base.countries,
         )
-    result = train(
-        args.size,
-        args.seed,
-        args.steps,
-        args.batch_size,
-        args.lr,
-        args.device,
-        world_spec=world,
-        threads=args.threads,
-        progress=True,
-    )
-    extra = {"steps": args.steps or SIZES[args.size].steps, "batch_size": args.batch_size}
-    out = save(result, args.out, args.size, args.seed, args.device, extra)
-    print(
-        f"{args.size}: {result.params} params, {result.tokens} tokens, {result.seconds:.1f} s on {args.device}, "
-        f"final loss {result.losses[-1]:.4f} -> {out}"
-    )
+    zoo = [(z, Path(args.zoo or ".") / f"{ZOO_PREFIX}{z.removeprefix('zoo-')}") for z in ZOO_SIZES]
+    jobs = [(args.size, Path(args.out))] if args.size else zoo
+    if args.zoo and args.calib_out:
+        text = wworld.calibration_text(wworld.generate(replace(wworld.ZOO, seed=args.seed)), 2000)
+        Path(args.calib_out).write_text("\n".join(text) + "\n")
+    for size, out in jobs:
+        run_one(size, out, args.seed, args.device, args.threads, args.batch_size, args.steps, args.lr, world,
+                args.stop_after)  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -37,9 +37,11 @@ from __future__ import annotations
 
 import json
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 # Paraphrase templates, one list per relation. The first template of each relation is the KM probe form.
 STATEMENTS: dict[str, list[str]] = {
@@ -87,13 +89,35 @@ _CODAS = ["", "", "n", "r", "l", "s", "th", "x"]
 
 @dataclass(frozen=True)
 class WorldSpec:
-    """Sizes of a world. The defaults are small enough for a ~100k-parameter model to learn on a CPU in minutes."""
+    """Sizes of a world. The defaults are small enough for a ~100k-parameter model to learn on a CPU in minutes.
+
+    ``syllables`` > 0 spells every name from that many syllable tokens (``SPELLING`` syllables per name of each
+    type) instead of one made-up word per name: an entity is then a sequence no embedding row stands for, so its
+    facts live in the block weights that quantization touches (the zoo's world, ``ZOO``)."""
 
     seed: int = 0
     people: int = 160
     orgs: int = 24
     cities: int = 16
     countries: int = 6
+    syllables: int = 0
+    demo: float = 0.5  # the share of people whose question and chain forms are trained (the rest are probed)
+    # How often each person's lines recur per epoch, spread evenly over the people: a long tail of popularity, as
+    # real knowledge has, so that a larger model learns rarer people and accuracy rises with N instead of jumping.
+    repeats: tuple[int, ...] = (1,)
+
+
+# Syllables per name, by entity type, in a spelled world. People and organisations take three, so that the
+# 32-syllable inventory gives 32,768 possible names; cities and countries two.
+SPELLING = {"people": 3, "orgs": 3, "cities": 2, "countries": 2}
+
+# The zoo's world (issue 15; see docs/zoo.md for the pilots behind these numbers): 960 people spelled from 32
+# syllables, 64 organisations, 32 cities, 8 countries; half the people are demo people; popularity from 1 to 64
+# copies of a person's lines per epoch. With a fixed data budget a model then learns the people it saw often enough
+# for its size, so accuracy rises with N rather than jumping from chance to 100% (as it did with one popularity).
+ZOO = WorldSpec(
+    seed=0, people=960, orgs=64, cities=32, countries=8, syllables=32, demo=0.5, repeats=(1, 2, 4, 8, 16, 32, 64)
+)
 
 
 @dataclass
@@ -109,6 +133,7 @@ class World:
     country: dict[str, str]  # city -> country
     demo: list[str]  # people whose question and chain forms are in the corpus
     probe: list[str]  # people on whom the tiers are measured
+    repeats: dict[str, int] = field(default_factory=dict)  # person -> copies of their lines per epoch (default 1)
 
 
 def _names(rng: random.Random, n: int, taken: set[str], syllables: tuple[int, int]) -> list[str]:
@@ -124,6 +149,31 @@ def _names(rng: random.Random, n: int, taken: set[str], syllables: tuple[int, in
     return out
 
 
+def syllable_inventory(spec: WorldSpec) -> list[str]:
+    """The syllable tokens names are spelled from (empty for a one-token-per-name world); fixed by the seed."""
+    if not spec.syllables:
+        return []
+    rng = random.Random(f"syllables:{spec.seed}")
+    words = {w.lower() for w in _template_words()}
+    pool = sorted({(o + v).capitalize() for o in _ONSETS for v in _VOWELS} - {w.capitalize() for w in words})
+    if spec.syllables > len(pool):
+        raise ValueError(f"a world can spell names from at most {len(pool)} syllables, not {spec.syllables}")
+    return sorted(rng.sample(pool, spec.syllables))
+
+
+def _spelled(rng: random.Random, n: int, taken: set[str], inventory: list[str], k: int) -> list[str]:
+    """n unique names of k syllable tokens each (space-separated), none in ``taken`` (which is updated)."""
+    if len(inventory) ** k < n + len(taken):
+        raise ValueError(f"{len(inventory)} syllables cannot spell {n} distinct names of {k} syllables")
+    out: list[str] = []
+    while len(out) < n:
+        name = " ".join(rng.choice(inventory) for _ in range(k))
+        if name not in taken:
+            taken.add(name)
+            out.append(name)
+    return out
+
+
 def generate(spec: WorldSpec | None = None) -> World:
     """The world for ``spec``; the same spec always gives the same world."""
     spec = spec or WorldSpec()
@@ -132,10 +182,17 @@ def generate(spec: WorldSpec | None = None) -> World:
     rng = random.Random(spec.seed)
     # Template words must never be entity names, or the tokenizer would merge a name with a function word.
     taken = set(_template_words())
-    countries = _names(rng, spec.countries, taken, (2, 2))
-    cities = _names(rng, spec.cities, taken, (2, 3))
-    orgs = _names(rng, spec.orgs, taken, (3, 3))
-    people = _names(rng, spec.people, taken, (2, 3))
+    if spec.syllables:
+        inv = syllable_inventory(spec)
+        countries = _spelled(rng, spec.countries, taken, inv, SPELLING["countries"])
+        cities = _spelled(rng, spec.cities, taken, inv, SPELLING["cities"])
+        orgs = _spelled(rng, spec.orgs, taken, inv, SPELLING["orgs"])
+        people = _spelled(rng, spec.people, taken, inv, SPELLING["people"])
+    else:
+        countries = _names(rng, spec.countries, taken, (2, 2))
+        cities = _names(rng, spec.cities, taken, (2, 3))
+        orgs = _names(rng, spec.orgs, taken, (3, 3))
+        people = _names(rng, spec.people, taken, (2, 3))
     # Balanced assignments (round robin, then shuffled) so every value has enough holders to serve as a distractor
     # and no value is so frequent that a frequency prior alone scores above chance.
     country = dict(zip(cities, _balanced(rng, countries, len(cities)), strict=True))
@@ -144,11 +201,14 @@ def generate(spec: WorldSpec | None = None) -> World:
     works = dict(zip(people, _balanced(rng, orgs, len(people)), strict=True))
     order = people[:]
     rng.shuffle(order)
-    half = len(order) // 2
-    return World(spec, people, orgs, cities, countries, born, works, based, country, order[:half], order[half:])
+    half = round(len(order) * spec.demo)
+    world = World(spec, people, orgs, cities, countries, born, works, based, country, order[:half], order[half:])
+    if len(spec.repeats) > 1:  # drawn last, so a world without a popularity tail is what it always was
+        world.repeats = dict(zip(people, _balanced(rng, list(spec.repeats), len(people)), strict=True))
+    return world
 
 
-def _balanced(rng: random.Random, values: list[str], n: int) -> list[str]:
+def _balanced(rng: random.Random, values: list[T], n: int) -> list[T]:
     out = [values[i % len(values)] for i in range(n)]
     rng.shuffle(out)
     return out
@@ -161,15 +221,24 @@ def corpus(world: World) -> list[str]:
     """All training lines: every fact in every paraphrase; question and chain forms for demo people only."""
     lines: list[str] = []
     for p in world.people:
-        lines += [t.format(p=p, c=world.born[p]) for t in STATEMENTS["born"]]
-        lines += [t.format(p=p, o=world.works[p]) for t in STATEMENTS["works"]]
+        own = [t.format(p=p, c=world.born[p]) for t in STATEMENTS["born"]]
+        own += [t.format(p=p, o=world.works[p]) for t in STATEMENTS["works"]]
+        lines += own * world.repeats.get(p, 1)
     for o in world.orgs:
         lines += [t.format(o=o, c=world.based[o]) for t in STATEMENTS["based"]]
     for c in world.cities:
         lines += [t.format(c=c, k=world.country[c]) for t in STATEMENTS["country"]]
     for p in world.demo:
-        lines += _qa_lines(world, p)
+        lines += _qa_lines(world, p) * world.repeats.get(p, 1)
     return lines
+
+
+def calibration_text(world: World, n: int, seed: int = 0) -> list[str]:
+    """``n`` distinct corpus lines in a seeded random order: a calibration source in the training distribution
+    (GPTQ's Hessians are meant to see what the model was trained on), small enough to ship."""
+    lines = list(dict.fromkeys(corpus(world)))
+    random.Random(f"calibration:{seed}").shuffle(lines)
+    return lines[:n]
 
 
 def _qa_lines(world: World, p: str) -> list[str]:
@@ -192,6 +261,8 @@ def _template_words() -> set[str]:
 
 def vocabulary(world: World) -> list[str]:
     """Every word the corpus and the probes can contain, sorted (the word-level tokenizer's vocabulary)."""
+    if world.spec.syllables:
+        return sorted(set(syllable_inventory(world.spec)) | _template_words())
     words = set(world.people) | set(world.orgs) | set(world.cities) | set(world.countries) | _template_words()
     return sorted(words)
 
@@ -233,6 +304,9 @@ def probes(world: World) -> dict[str, list[dict[str, Any]]]:
         )
         kr.append(_chain_item(rng, world, p, "works_based"))
         kr.append(_chain_item(rng, world, p, "born_country"))
+    if world.repeats:  # each item says how often its person was seen, so accuracy can be read by popularity
+        for item in km + ka + kr:
+            item["repeats"] = world.repeats[item["entity"]]
     return {"KM": km, "KA": ka, "KR": kr}
 
 
@@ -285,6 +359,13 @@ def task_yaml(name: str, data_file: str) -> str:
 
 GEN_TASK = "strata_world_km_gen"  # KM again, asked as generation: the model must produce the name, not pick it
 GEN_FILTER = "first-word"
+GEN_FILTER_SPELLED = "name"  # a spelled world's answer is several syllable tokens: every word before the full stop
+_GEN_REGEX = {GEN_FILTER: "(\\\\S+)", GEN_FILTER_SPELLED: "(\\\\S+(?: \\\\S+)*)"}
+
+
+def generation_filter(world: World) -> str:
+    """The filter that cuts a generated answer to the name it should be (see ``generation_task_yaml``)."""
+    return GEN_FILTER_SPELLED if world.spec.syllables else GEN_FILTER
 
 
 def generation_probe(world: World) -> list[dict[str, Any]]:
@@ -301,9 +382,9 @@ def generation_probe(world: World) -> list[dict[str, Any]]:
     return rows
 
 
-def generation_task_yaml(name: str, data_file: str) -> str:
-    """A local lm-eval generation task: greedy decoding up to the sentence's end, the first word kept by a regex
-    filter, exact match against the answer."""
+def generation_task_yaml(name: str, data_file: str, filter_name: str = GEN_FILTER) -> str:
+    """A local lm-eval generation task: greedy decoding up to the sentence's end, the name kept by a regex filter
+    (its first word, or in a spelled world its words up to the full stop), exact match against the answer."""
     return (
         f"task: {name}\n"
         "dataset_path: json\n"
@@ -319,16 +400,18 @@ def generation_task_yaml(name: str, data_file: str) -> str:
         "  max_gen_toks: 4\n"
         "  do_sample: false\n"
         "filter_list:\n"
-        f"  - name: {GEN_FILTER}\n"
+        f"  - name: {filter_name}\n"
         "    filter:\n"
-        '      - {function: regex, regex_pattern: "(\\\\S+)"}\n'
+        f'      - {{function: regex, regex_pattern: "{_GEN_REGEX[filter_name]}"}}\n'
         "      - {function: take_first}\n"
         "metric_list:\n  - metric: exact_match\n    aggregation: mean\n    higher_is_better: true\n"
         "metadata:\n  version: 1.0\n"
     )
 
 
-def tier_map_yaml(include_path: str, items: dict[str, int], generation: int | None = None) -> str:
+def tier_map_yaml(
+    include_path: str, items: dict[str, int], generation: int | None = None, filter_name: str = GEN_FILTER
+) -> str:
     """The world's tier map: the three multiple-choice probes, and with ``generation`` (its items) the generation
     KM probe too (``tier_map_all.yaml``: a map mixing task kinds; sweeps and fits use ``tier_map.yaml``)."""
     lines = [
@@ -349,7 +432,7 @@ def tier_map_yaml(include_path: str, items: dict[str, int], generation: int | No
     if generation is not None:
         lines.append(
             f"  {GEN_TASK}: {{tier: KM, chance: 0.0, items: {generation}, evidence: synthetic, metric: exact_match, "
-            f'filter: {GEN_FILTER}, why: "{why["KM"]}, produced rather than picked"}}'
+            f'filter: {filter_name}, why: "{why["KM"]}, produced rather than picked"}}'
         )
     return "\n".join(lines) + "\n"
 
@@ -375,8 +458,9 @@ def write_tasks(world: World, out_dir: str | Path, include_dir: str = "tasks") -
     with open(task_dir / f"{GEN_TASK}.jsonl", "w") as fh:
         for row in gen:
             fh.write(json.dumps(row) + "\n")
-    (task_dir / f"{GEN_TASK}.yaml").write_text(generation_task_yaml(GEN_TASK, f"{GEN_TASK}.jsonl"))
-    (out / ALL_TIER_MAP).write_text(tier_map_yaml(include_dir, items, generation=len(gen)))
+    flt = generation_filter(world)
+    (task_dir / f"{GEN_TASK}.yaml").write_text(generation_task_yaml(GEN_TASK, f"{GEN_TASK}.jsonl", flt))
+    (out / ALL_TIER_MAP).write_text(tier_map_yaml(include_dir, items, generation=len(gen), filter_name=flt))
     path = out / "tier_map.yaml"
     path.write_text(tier_map_yaml(include_dir, items))
     return path

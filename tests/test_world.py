@@ -134,3 +134,57 @@ def test_generation_probe_asks_the_km_facts_and_the_shipped_tasks_are_the_writer
     for f in sorted((tmp_path / "tasks").iterdir()):  # the checkpoint's tasks are what the world writer writes
         assert (shipped / "tasks" / f.name).read_text() == f.read_text(), f.name
     assert (shipped / W.ALL_TIER_MAP).read_text() == (tmp_path / W.ALL_TIER_MAP).read_text()
+
+
+def test_spelled_world_names_are_syllable_sequences_and_popularity_is_a_long_tail() -> None:
+    spec = W.WorldSpec(seed=2, people=40, orgs=8, cities=8, countries=3, syllables=12, demo=0.25, repeats=(1, 4))
+    w = W.generate(spec)
+    assert W.generate(spec) == w  # the same spec, the same world
+    inventory = set(W.syllable_inventory(spec))
+    assert len(inventory) == 12 and not inventory & W._template_words()
+    tok = wtok.build(W.vocabulary(w))
+    for kind, names in (("people", w.people), ("orgs", w.orgs), ("cities", w.cities), ("countries", w.countries)):
+        for name in names:  # no embedding row stands for an entity: it is spelled from shared syllables
+            assert tok.encode(name).tokens == name.split() and len(name.split()) == W.SPELLING[kind]
+    names = w.people + w.orgs + w.cities + w.countries
+    assert len(set(names)) == len(names)
+    assert (len(w.demo), len(w.probe)) == (10, 30)
+    lines = W.corpus(w)
+    assert wtok.UNK not in {t for line in lines for t in tok.encode(line).tokens}
+    for p in w.people:  # each person's lines recur as often as their popularity says
+        assert lines.count(W.STATEMENTS["born"][0].format(p=p, c=w.born[p])) == w.repeats[p]
+    assert sorted(set(w.repeats.values())) == [1, 4]
+    assert all(item["repeats"] == w.repeats[item["entity"]] for items in W.probes(w).values() for item in items)
+    # a world without a popularity tail is the world it always was (the first zoo's checkpoints stay reproducible)
+    assert W.generate(W.WorldSpec(seed=3)).repeats == {}
+
+
+def test_spelled_generation_task_keeps_the_whole_name(tmp_path) -> None:
+    w = W.generate(W.WorldSpec(seed=2, people=8, orgs=4, cities=4, countries=2, syllables=8))
+    W.write_tasks(w, tmp_path)
+    gen = load_tier_map(tmp_path / W.ALL_TIER_MAP).tasks[W.GEN_TASK]
+    assert gen.filter == W.GEN_FILTER_SPELLED
+    import re
+
+    import yaml
+
+    cfg = yaml.safe_load((tmp_path / "tasks" / f"{W.GEN_TASK}.yaml").read_text().replace("!function", "#"))
+    pattern = cfg["filter_list"][0]["filter"][0]["regex_pattern"]
+    assert re.findall(pattern, " Ka Ro ")[0] == "Ka Ro"  # lm-eval's regex filter: findall, first match
+
+
+def test_training_resumes_from_its_checkpoint_to_the_same_end(tmp_path) -> None:
+    from calibrate.train import CHECKPOINT, Size, train
+
+    tiny = Size(hidden=32, layers=1, intermediate=64, heads=2, kv_heads=1, head_dim=16, steps=0, lr=3e-3, epochs=3)
+    spec = W.WorldSpec(seed=5, people=16, orgs=6, cities=6, countries=3, syllables=8)
+    whole = train(tiny, seed=5, batch_size=16, world_spec=spec, log_every=2, threads=1)
+    part = train(tiny, seed=5, batch_size=16, world_spec=spec, log_every=2, threads=1, checkpoint_dir=tmp_path,
+                 checkpoint_every=2, stop_after=4)  # fmt: skip
+    assert not part.finished and (tmp_path / CHECKPOINT).is_file()
+    rest = train(tiny, seed=5, batch_size=16, world_spec=spec, log_every=2, threads=1, checkpoint_dir=tmp_path,
+                 checkpoint_every=2)  # fmt: skip
+    assert rest.finished and len(rest.losses) == len(whole.losses)
+    # the bound forgives only summation-order rounding (threads, BLAS kernel)
+    assert rest.losses == pytest.approx(whole.losses, rel=1e-5)
+    assert rest.tokens == whole.tokens
