@@ -33,6 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from calibrate.store import open_store  # noqa: E402
+from strata.law import normalize  # noqa: E402
 from strata.rows import ResultRow  # noqa: E402
 
 TIERS = ("KM", "KA", "KR")
@@ -51,8 +52,8 @@ def _tiers(rows: list[ResultRow]) -> dict[str, tuple[float, float, int]]:
     return out
 
 
-def _adjusted(acc: float, chance: float) -> float:
-    return (acc - chance) / (1 - chance)
+def _adjusted_float(acc: float, chance: float) -> float:
+    return float(normalize(acc, chance))
 
 
 def _se(p: float, n: int) -> float:
@@ -92,14 +93,14 @@ def report(store: Path, models_dir: Path) -> tuple[str, bool]:
             cells = []
             for t in TIERS:
                 acc, ch, n = ref[m][t]
-                cells.append(f"{_adjusted(acc, ch):.3f} ± {_se(acc, n) / (1 - ch):.3f}")
+                cells.append(f"{_adjusted_float(acc, ch):.3f} ± {_se(acc, n) / (1 - ch):.3f}")
         lines.append(
             f"| {m} | {size[m] * 1e9:,.0f} | {rec.get('train_tokens', 0):,} | {rec.get('seconds', '–')} | "
             f"{rec.get('tokens_per_s', '–')} | " + " | ".join(cells) + " |"
         )
     lines.append("")
     if len(ref) == len(models) and models:
-        adj = {m: {t: _adjusted(ref[m][t][0], ref[m][t][1]) for t in TIERS} for m in models}
+        adj = {m: {t: _adjusted_float(ref[m][t][0], ref[m][t][1]) for t in TIERS} for m in models}
         in_band = all(0.3 <= adj[m][t] <= 0.95 for m in models for t in TIERS)
         rising = all(adj[a][t] < adj[b][t] for t in TIERS for a, b in itertools.pairwise(models))
         values = [v for d in adj.values() for v in d.values()]

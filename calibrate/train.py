@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -25,6 +26,7 @@ import torch
 
 from calibrate import tokenizer as wtok
 from calibrate import world as wworld
+from strata.errors import first_line
 
 
 @dataclass(frozen=True)
@@ -334,14 +336,26 @@ def main(argv: list[str] | None = None) -> None:
             cities=max(base.cities, round(base.cities * scale)),
             countries=base.countries,
         )
-    zoo = [(z, Path(args.zoo or ".") / f"{ZOO_PREFIX}{z.removeprefix('zoo-')}") for z in ZOO_SIZES]
-    jobs = [(args.size, Path(args.out))] if args.size else zoo
-    if args.zoo and args.calib_out:
-        text = wworld.calibration_text(wworld.generate(replace(wworld.ZOO, seed=args.seed)), 2000)
-        Path(args.calib_out).write_text("\n".join(text) + "\n")
-    for size, out in jobs:
-        run_one(size, out, args.seed, args.device, args.threads, args.batch_size, args.steps, args.lr, world,
-                args.stop_after)  # fmt: skip
+    if args.size:
+        jobs = [(args.size, Path(args.out))]
+    else:
+        jobs = [(z, Path(args.zoo) / f"{ZOO_PREFIX}{z.removeprefix('zoo-')}") for z in ZOO_SIZES]
+    try:
+        for _, out in jobs:  # before any training: a folder that cannot be written fails now, not at the save
+            out.mkdir(parents=True, exist_ok=True)
+            probe = out / ".write-test"
+            probe.write_text("")
+            probe.unlink()
+        if args.zoo and args.calib_out:
+            text = wworld.calibration_text(wworld.generate(replace(wworld.ZOO, seed=args.seed)), 2000)
+            Path(args.calib_out).write_text("\n".join(text) + "\n")
+        for size, out in jobs:
+            if run_one(size, out, args.seed, args.device, args.threads, args.batch_size, args.steps, args.lr, world,
+                       args.stop_after) is None:  # fmt: skip
+                print(f"{size}: {out} already holds the finished model (training.json); kept")
+    except (ValueError, OSError) as exc:  # a stale checkpoint, an impossible world, an unwritable folder
+        print(f"python -m calibrate.train: {first_line(exc)}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":

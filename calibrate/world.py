@@ -154,8 +154,8 @@ def syllable_inventory(spec: WorldSpec) -> list[str]:
     if not spec.syllables:
         return []
     rng = random.Random(f"syllables:{spec.seed}")
-    words = {w.lower() for w in _template_words()}
-    pool = sorted({(o + v).capitalize() for o in _ONSETS for v in _VOWELS} - {w.capitalize() for w in words})
+    words = {w.capitalize() for w in _template_words()}  # "In" and "in" alike: no syllable may be a template word
+    pool = sorted({(o + v).capitalize() for o in _ONSETS for v in _VOWELS} - words)
     if spec.syllables > len(pool):
         raise ValueError(f"a world can spell names from at most {len(pool)} syllables, not {spec.syllables}")
     return sorted(rng.sample(pool, spec.syllables))
