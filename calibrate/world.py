@@ -21,7 +21,9 @@ Why each tier measures what its name says
     the corpus contains for that very person. Answering needs only recall of a trained string.
     KA (application): "Question: In which city was <person> born? Answer: ___". The question form was learned on
     demo people only; for a probe person it never occurs in training, so the model must apply a stored fact in a
-    form it has seen only for other entities.
+    form it has seen only for other entities. In the zoo's world (``WorldSpec.ka = "paraphrase"``) the KA form is a
+    statement template instead, "The birthplace of <person> is ___", likewise trained on demo people only: the
+    fact follows the name directly, as in the trained forms, so a small model can apply it too.
     KR (reasoning): "Question: Where is the employer of <person> based? Answer: <person> works for <org>, which is
     based in <city>." (and the birth city -> country chain). Each choice is a two-step inference; the corpus
     holds each step as a separate fact, never the chain for a probe person. The three distractors each break
@@ -105,17 +107,48 @@ class WorldSpec:
     # How often each person's lines recur per epoch, spread evenly over the people: a long tail of popularity, as
     # real knowledge has, so that a larger model learns rarer people and accuracy rises with N instead of jumping.
     repeats: tuple[int, ...] = (1,)
+    # How people spread over the popularity levels: "even" (as many people at each level) or "zipf" (people at a
+    # level inversely proportional to its repeats, as entity popularity on the web is: a few famous people, a long
+    # tail seen once; every level then costs the same training tokens).
+    popularity: str = "even"
+    # Probe people per popularity level (0: every probe person). With "zipf" the tail holds far more people than an
+    # evaluation needs; probing the same number at every level stratifies the probes by popularity (as PopQA does),
+    # so a tier mean counts every level alike and rises by a step for each level a larger model learns.
+    probed: int = 0
+    # The KA probe: "question" (a question form trained on demo people only) or "paraphrase" (a statement template,
+    # ``STATEMENTS[rel][KA_TEMPLATE]``, trained on demo people only; every other person never sees it).
+    ka: str = "question"
 
+
+POPULARITY = ("even", "zipf")
+KA_FORMS = ("question", "paraphrase")
+KA_TEMPLATE = 2  # "The birthplace of {p} is {c} ." / "The employer of {p} is {o} .": the fact after the name
 
 # Syllables per name, by entity type, in a spelled world. People and organisations take three, so that the
 # 32-syllable inventory gives 32,768 possible names; cities and countries two.
 SPELLING = {"people": 3, "orgs": 3, "cities": 2, "countries": 2}
 
-# The zoo's world (issue 15; see docs/zoo.md for the pilots behind these numbers): 960 people spelled from 32
-# syllables, 64 organisations, 32 cities, 8 countries; half the people are demo people; popularity from 1 to 64
-# copies of a person's lines per epoch. With a fixed data budget a model then learns the people it saw often enough
-# for its size, so accuracy rises with N rather than jumping from chance to 100% (as it did with one popularity).
+# The zoo's world (issue 15; docs/zoo.md has the pilots behind these numbers). 20,400 people spelled from 32
+# syllables, 64 organisations, 32 cities, 8 countries; half the people at each level are demo people. Popularity is
+# Zipf over eight levels, 1 to 128 copies of a person's lines (80 people at 128, 10,240 seen once), trained for one
+# epoch, and 40 probe people per level are probed (640 items per tier). A model that can hold the facts of only so
+# many people learns the most popular first, so each doubling of capacity adds about one level: the tier means rise
+# with log N instead of jumping from chance to 100% (as they did with one popularity, or an even spread of it).
 ZOO = WorldSpec(
+    seed=0,
+    people=20400,
+    orgs=64,
+    cities=32,
+    countries=8,
+    syllables=32,
+    demo=0.5,
+    repeats=(1, 2, 4, 8, 16, 32, 64, 128),
+    popularity="zipf",
+    probed=40,
+    ka="paraphrase",
+)
+# The first capacity world (the pilots in docs/zoo.md): 960 people, popularity 1 to 64 spread evenly, 3 epochs.
+ZOO_EVEN = WorldSpec(
     seed=0, people=960, orgs=64, cities=32, countries=8, syllables=32, demo=0.5, repeats=(1, 2, 4, 8, 16, 32, 64)
 )
 
@@ -179,6 +212,10 @@ def generate(spec: WorldSpec | None = None) -> World:
     spec = spec or WorldSpec()
     if spec.people < 4 or spec.orgs < 4 or spec.cities < 4 or spec.countries < 2:
         raise ValueError("a world needs >= 4 people, orgs and cities (4-way choices) and >= 2 countries")
+    if spec.popularity not in POPULARITY:
+        raise ValueError(f"popularity must be one of {', '.join(POPULARITY)}, not {spec.popularity!r}")
+    if spec.ka not in KA_FORMS:
+        raise ValueError(f"ka must be one of {', '.join(KA_FORMS)}, not {spec.ka!r}")
     rng = random.Random(spec.seed)
     # Template words must never be entity names, or the tokenizer would merge a name with a function word.
     taken = set(_template_words())
@@ -199,13 +236,51 @@ def generate(spec: WorldSpec | None = None) -> World:
     based = dict(zip(orgs, _balanced(rng, cities, len(orgs)), strict=True))
     born = dict(zip(people, _balanced(rng, cities, len(people)), strict=True))
     works = dict(zip(people, _balanced(rng, orgs, len(people)), strict=True))
+    if spec.popularity == "zipf":
+        return _zipf(rng, spec, World(spec, people, orgs, cities, countries, born, works, based, country, [], []))
     order = people[:]
     rng.shuffle(order)
     half = round(len(order) * spec.demo)
     world = World(spec, people, orgs, cities, countries, born, works, based, country, order[:half], order[half:])
     if len(spec.repeats) > 1:  # drawn last, so a world without a popularity tail is what it always was
         world.repeats = dict(zip(people, _balanced(rng, list(spec.repeats), len(people)), strict=True))
+    if spec.probed:
+        world.probe = _stratified(rng, world.probe, world.repeats, spec.probed)
     return world
+
+
+def _zipf(rng: random.Random, spec: WorldSpec, world: World) -> World:
+    """Popularity levels with people in inverse proportion to their repeats; demo and probe people split within
+    each level, so both halves have the same popularity profile."""
+    weights = [1 / r for r in spec.repeats]
+    counts = [max(2, round(spec.people * w / sum(weights))) for w in weights]
+    counts[0] += spec.people - sum(counts)  # rounding goes to the first level
+    if counts[0] < 2:
+        raise ValueError(f"{spec.people} people are too few for Zipf levels {spec.repeats}")
+    order = world.people[:]
+    rng.shuffle(order)
+    start = 0
+    for level, n in zip(spec.repeats, counts, strict=True):
+        group = order[start : start + n]
+        start += n
+        half = round(n * spec.demo)
+        world.demo += group[:half]
+        world.probe += group[half:]
+        world.repeats.update(dict.fromkeys(group, level))
+    if spec.probed:
+        world.probe = _stratified(rng, world.probe, world.repeats, spec.probed)
+    return world
+
+
+def _stratified(rng: random.Random, probe: list[str], repeats: dict[str, int], k: int) -> list[str]:
+    """``k`` probe people from every popularity level (all of a level with fewer), in a seeded shuffled order so
+    that any prefix of the probes (an evaluation ``--limit``) holds the levels alike."""
+    by_level: dict[int, list[str]] = {}
+    for p in probe:
+        by_level.setdefault(repeats.get(p, 1), []).append(p)
+    chosen = [p for level in sorted(by_level) for p in by_level[level][:k]]
+    rng.shuffle(chosen)
+    return chosen
 
 
 def _balanced(rng: random.Random, values: list[T], n: int) -> list[T]:
@@ -220,9 +295,13 @@ def _balanced(rng: random.Random, values: list[T], n: int) -> list[T]:
 def corpus(world: World) -> list[str]:
     """All training lines: every fact in every paraphrase; question and chain forms for demo people only."""
     lines: list[str] = []
+    demo = set(world.demo)
+    paraphrase = world.spec.ka == "paraphrase"
     for p in world.people:
-        own = [t.format(p=p, c=world.born[p]) for t in STATEMENTS["born"]]
-        own += [t.format(p=p, o=world.works[p]) for t in STATEMENTS["works"]]
+        # With the paraphrase KA probe, the KA template is shown for demo people only.
+        keep = [i for i in range(len(STATEMENTS["born"])) if p in demo or not paraphrase or i != KA_TEMPLATE]
+        own = [STATEMENTS["born"][i].format(p=p, c=world.born[p]) for i in keep]
+        own += [STATEMENTS["works"][i].format(p=p, o=world.works[p]) for i in keep]
         lines += own * world.repeats.get(p, 1)
     for o in world.orgs:
         lines += [t.format(o=o, c=world.based[o]) for t in STATEMENTS["based"]]
@@ -292,22 +371,23 @@ def probes(world: World) -> dict[str, list[dict[str, Any]]]:
         works_fact = STATEMENTS["works"][0].format(p=p, o=o)
         km.append(_item(rng, f"{p} was born in", c, _distractors(rng, world.cities, c), entity=p, facts=[born_fact]))
         km.append(_item(rng, f"{p} works for", o, _distractors(rng, world.orgs, o), entity=p, facts=[works_fact]))
-        ka.append(
-            _item(
-                rng, QUESTIONS["born"].format(p=p), c, _distractors(rng, world.cities, c), entity=p, facts=[born_fact]
-            )
-        )
-        ka.append(
-            _item(
-                rng, QUESTIONS["works"].format(p=p), o, _distractors(rng, world.orgs, o), entity=p, facts=[works_fact]
-            )
-        )
+        ka_born, ka_works = _ka_queries(world, p)
+        ka.append(_item(rng, ka_born, c, _distractors(rng, world.cities, c), entity=p, facts=[born_fact]))
+        ka.append(_item(rng, ka_works, o, _distractors(rng, world.orgs, o), entity=p, facts=[works_fact]))
         kr.append(_chain_item(rng, world, p, "works_based"))
         kr.append(_chain_item(rng, world, p, "born_country"))
     if world.repeats:  # each item says how often its person was seen, so accuracy can be read by popularity
         for item in km + ka + kr:
             item["repeats"] = world.repeats[item["entity"]]
     return {"KM": km, "KA": ka, "KR": kr}
+
+
+def _ka_queries(world: World, p: str) -> tuple[str, str]:
+    """The KA prompts for person ``p``: the question forms, or the KA statement template cut before its answer."""
+    if world.spec.ka == "question":
+        return QUESTIONS["born"].format(p=p), QUESTIONS["works"].format(p=p)
+    born, works = STATEMENTS["born"][KA_TEMPLATE], STATEMENTS["works"][KA_TEMPLATE]
+    return born.split("{c}")[0].format(p=p).rstrip(), works.split("{o}")[0].format(p=p).rstrip()
 
 
 def _chain_item(rng: random.Random, world: World, p: str, kind: str) -> dict[str, Any]:
@@ -410,7 +490,11 @@ def generation_task_yaml(name: str, data_file: str, filter_name: str = GEN_FILTE
 
 
 def tier_map_yaml(
-    include_path: str, items: dict[str, int], generation: int | None = None, filter_name: str = GEN_FILTER
+    include_path: str,
+    items: dict[str, int],
+    generation: int | None = None,
+    filter_name: str = GEN_FILTER,
+    ka: str = "question",
 ) -> str:
     """The world's tier map: the three multiple-choice probes, and with ``generation`` (its items) the generation
     KM probe too (``tier_map_all.yaml``: a map mixing task kinds; sweeps and fits use ``tier_map.yaml``)."""
@@ -422,7 +506,8 @@ def tier_map_yaml(
     ]
     why = {
         "KM": "recall of a trained fact in its trained form",
-        "KA": "a trained fact asked in a question form never seen for that person",
+        "KA": f"a trained fact asked in a {'statement' if ka == 'paraphrase' else 'question'} form never seen for "
+        "that person",
         "KR": "two-hop chain; each hop is a separate trained fact, the chain is never seen for that person",
     }
     for tier, name in TASK_NAMES.items():
@@ -460,7 +545,8 @@ def write_tasks(world: World, out_dir: str | Path, include_dir: str = "tasks") -
             fh.write(json.dumps(row) + "\n")
     flt = generation_filter(world)
     (task_dir / f"{GEN_TASK}.yaml").write_text(generation_task_yaml(GEN_TASK, f"{GEN_TASK}.jsonl", flt))
-    (out / ALL_TIER_MAP).write_text(tier_map_yaml(include_dir, items, generation=len(gen), filter_name=flt))
+    ka = world.spec.ka
+    (out / ALL_TIER_MAP).write_text(tier_map_yaml(include_dir, items, generation=len(gen), filter_name=flt, ka=ka))
     path = out / "tier_map.yaml"
-    path.write_text(tier_map_yaml(include_dir, items))
+    path.write_text(tier_map_yaml(include_dir, items, ka=ka))
     return path

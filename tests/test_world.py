@@ -159,6 +159,34 @@ def test_spelled_world_names_are_syllable_sequences_and_popularity_is_a_long_tai
     assert W.generate(W.WorldSpec(seed=3)).repeats == {}
 
 
+def test_zipf_world_stratifies_probes_and_withholds_the_paraphrase_ka_form() -> None:
+    spec = W.WorldSpec(seed=4, people=700, orgs=8, cities=8, countries=3, syllables=16, demo=0.5,
+                       repeats=(1, 2, 4, 8), popularity="zipf", probed=5, ka="paraphrase")  # fmt: skip
+    w = W.generate(spec)
+    assert W.generate(spec) == w
+    levels = {r: [p for p in w.people if w.repeats[p] == r] for r in spec.repeats}
+    # people at a level in inverse proportion to its repeats: every level costs the same training lines
+    assert [len(v) for v in levels.values()] == [373, 187, 93, 47]
+    for r, group in levels.items():  # demo and probe halves with the same popularity profile
+        assert abs(sum(p in set(w.demo) for p in group) - len(group) / 2) <= 0.5, r
+    assert sorted(w.repeats[p] for p in w.probe) == sorted([1, 2, 4, 8] * 5)  # 5 probed per level
+    assert {w.repeats[p] for p in w.probe[:8]} != {1}  # shuffled: a prefix holds several levels
+    lines = set(W.corpus(w))
+    demo = set(w.demo)
+    ka = W.probes(w)["KA"]
+    for item in ka:
+        p = item["entity"]
+        assert p not in demo and item["query"].startswith("The ") and item["query"].endswith(" is")
+        assert not any(line.startswith(item["query"] + " ") for line in lines)  # never seen for this person
+        assert W.STATEMENTS["born"][0].format(p=p, c=w.born[p]) in lines  # but the fact itself is trained
+    d = w.demo[0]
+    assert W.STATEMENTS["born"][W.KA_TEMPLATE].format(p=d, c=w.born[d]) in lines  # the form is learnable
+    with pytest.raises(ValueError, match="popularity must be one of"):
+        W.generate(W.WorldSpec(popularity="pareto"))
+    with pytest.raises(ValueError, match="ka must be one of"):
+        W.generate(W.WorldSpec(ka="cloze"))
+
+
 def test_spelled_generation_task_keeps_the_whole_name(tmp_path) -> None:
     w = W.generate(W.WorldSpec(seed=2, people=8, orgs=4, cities=4, countries=2, syllables=8))
     W.write_tasks(w, tmp_path)
