@@ -68,6 +68,10 @@ def main() -> int:
     ap.add_argument("models", nargs="+", type=Path)
     args = ap.parse_args()
     torch.set_num_threads(1)
+    missing = [d for d in args.models if not (d / "training.json").is_file()]
+    if missing:  # an unfinished or foreign folder: say so in one line, not with the loader's traceback
+        print(f"zoo_levels: {missing[0]} holds no finished calibrate.train model (no training.json)", file=sys.stderr)
+        return 2
     for d in args.models:
         res = score(d)
         levels = sorted({lvl for t in res.values() for lvl in t})
