@@ -250,6 +250,8 @@ def save(result: TrainResult, out: str | Path, size: str, seed: int, device: str
     wworld.write_tasks(result.world, out)
     embed = result.model.get_input_embeddings().weight.numel()  # tied: the head shares it
     flags = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in extra.items() if k in ("batch_size", "threads"))
+    if extra.get("epochs_override") is not None:
+        flags += f" --epochs {extra.pop('epochs_override')}"
     record = {
         "size": size,
         "architecture": asdict(SIZES[size]) if size in SIZES else None,
@@ -278,13 +280,18 @@ ZOO_PREFIX = "strata-zoo-"
 
 def run_one(size: str, out: Path, seed: int, device: str, threads: int, batch_size: int | None = None,
             steps: int | None = None, lr: float | None = None, world: wworld.WorldSpec | None = None,
-            stop_after: int | None = None) -> TrainResult | None:  # fmt: skip
-    """Train (or resume) one model into ``out``; None when ``out`` already holds the finished model."""
+            stop_after: int | None = None, epochs: int | None = None) -> TrainResult | None:  # fmt: skip
+    """Train (or resume) one model into ``out``; None when ``out`` already holds the finished model. ``epochs``
+    overrides a zoo size's epoch count (the data budget: every popularity level seen that many times more)."""
     if (out / "training.json").is_file() and not (out / CHECKPOINT).is_file():
         return None
     spec = SIZES[size]
+    if epochs is not None:
+        if spec.epochs is None or epochs < 1:
+            raise ValueError(f"--epochs needs a zoo size and a positive count (size {size}, epochs {epochs})")
+        spec = replace(spec, epochs=epochs)
     batch = batch_size or (256 if spec.epochs is not None else 128)
-    result = train(size, seed, steps, batch, lr, device, world_spec=world, threads=threads, progress=True,
+    result = train(spec, seed, steps, batch, lr, device, world_spec=world, threads=threads, progress=True,
                    checkpoint_dir=out, checkpoint_every=100 if spec.epochs is not None else 0,
                    stop_after=stop_after)  # fmt: skip
     if not result.finished:
@@ -292,6 +299,8 @@ def run_one(size: str, out: Path, seed: int, device: str, threads: int, batch_si
         return result
     extra = {"steps": steps or (None if spec.epochs else spec.steps), "epochs": spec.epochs, "batch_size": batch,
              "threads": threads}  # fmt: skip
+    if epochs is not None:
+        extra["epochs_override"] = epochs
     save(result, out, size, seed, device, extra)
     print(
         f"{size}: {result.params} params, {result.tokens} tokens, {result.seconds:.1f} s on {device} "
@@ -313,6 +322,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--steps", type=int, default=None, help="default: the size's own step count (or epochs)")
     ap.add_argument("--batch-size", type=int, default=None, help="lines per step (default 256 for zoo sizes, else 128)")
     ap.add_argument("--lr", type=float, default=None)
+    ap.add_argument("--epochs", type=int, default=None, help="zoo sizes: epochs of the world (default "
+                    f"{ZOO_EPOCHS}); more epochs see every popularity level more often")  # fmt: skip
     ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     ap.add_argument("--threads", type=int, default=1, help="CPU threads (1: robust on a shared machine)")
     ap.add_argument("--calib-out", metavar="FILE", help="with --zoo: also write 2,000 lines of the zoo world's corpus "
@@ -351,7 +362,7 @@ def main(argv: list[str] | None = None) -> None:
             Path(args.calib_out).write_text("\n".join(text) + "\n")
         for size, out in jobs:
             if run_one(size, out, args.seed, args.device, args.threads, args.batch_size, args.steps, args.lr, world,
-                       args.stop_after) is None:  # fmt: skip
+                       args.stop_after, args.epochs) is None:  # fmt: skip
                 print(f"{size}: {out} already holds the finished model (training.json); kept")
     except (ValueError, OSError) as exc:  # a stale checkpoint, an impossible world, an unwritable folder
         print(f"python -m calibrate.train: {first_line(exc)}", file=sys.stderr)

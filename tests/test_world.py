@@ -216,3 +216,13 @@ def test_training_resumes_from_its_checkpoint_to_the_same_end(tmp_path) -> None:
     # the bound forgives only summation-order rounding (threads, BLAS kernel)
     assert rest.losses == pytest.approx(whole.losses, rel=1e-5)
     assert rest.tokens == whole.tokens
+
+
+def test_epochs_override_needs_a_zoo_size(tmp_path, capsys) -> None:
+    from calibrate.train import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["--size", "xs", "--epochs", "2", "--out", str(tmp_path / "xs")])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--epochs needs a zoo size" in err[0]
