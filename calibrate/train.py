@@ -241,8 +241,10 @@ def train(
     return TrainResult(model.cpu(), tok, world, losses, params, tokens, seconds, finished=last == steps)
 
 
-def save(result: TrainResult, out: str | Path, size: str, seed: int, device: str, extra: dict[str, Any]) -> Path:
-    """Write the checkpoint, tokenizer, tier map + probe tasks and ``training.json`` under ``out``."""
+def save(result: TrainResult, out: str | Path, size: str, seed: int, device: str, extra: dict[str, Any],
+         epochs_override: int | None = None) -> Path:  # fmt: skip
+    """Write the checkpoint, tokenizer, tier map + probe tasks and ``training.json`` under ``out``; the record's
+    command repeats ``--epochs`` when the run overrode its size's epoch count. ``extra`` is copied, never changed."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     result.model.save_pretrained(str(out), safe_serialization=True)
@@ -250,8 +252,8 @@ def save(result: TrainResult, out: str | Path, size: str, seed: int, device: str
     wworld.write_tasks(result.world, out)
     embed = result.model.get_input_embeddings().weight.numel()  # tied: the head shares it
     flags = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in extra.items() if k in ("batch_size", "threads"))
-    if extra.get("epochs_override") is not None:
-        flags += f" --epochs {extra.pop('epochs_override')}"
+    if epochs_override is not None:
+        flags += f" --epochs {epochs_override}"
     record = {
         "size": size,
         "architecture": asdict(SIZES[size]) if size in SIZES else None,
@@ -299,9 +301,7 @@ def run_one(size: str, out: Path, seed: int, device: str, threads: int, batch_si
         return result
     extra = {"steps": steps or (None if spec.epochs else spec.steps), "epochs": spec.epochs, "batch_size": batch,
              "threads": threads}  # fmt: skip
-    if epochs is not None:
-        extra["epochs_override"] = epochs
-    save(result, out, size, seed, device, extra)
+    save(result, out, size, seed, device, extra, epochs_override=epochs)
     print(
         f"{size}: {result.params} params, {result.tokens} tokens, {result.seconds:.1f} s on {device} "
         f"({result.tokens / result.seconds:.0f} tokens/s), final loss {result.losses[-1]:.4f} -> {out}"

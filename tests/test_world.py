@@ -226,3 +226,20 @@ def test_epochs_override_needs_a_zoo_size(tmp_path, capsys) -> None:
     assert exc.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--epochs needs a zoo size" in err[0]
+
+
+def test_saved_record_repeats_the_epochs_override_and_leaves_extra_alone(tmp_path) -> None:
+    import json
+
+    from calibrate.train import Size, save, train
+
+    tiny = Size(hidden=32, layers=1, intermediate=64, heads=2, kv_heads=1, head_dim=16, steps=0, lr=3e-3, epochs=1)
+    spec = W.WorldSpec(seed=5, people=16, orgs=6, cities=6, countries=3, syllables=8)
+    result = train(tiny, seed=5, batch_size=16, world_spec=spec, log_every=2, threads=1)
+    extra = {"epochs": 3, "batch_size": 16, "threads": 1}
+    save(result, tmp_path / "m", "tiny", 5, "cpu", extra, epochs_override=3)
+    record = json.loads((tmp_path / "m" / "training.json").read_text())
+    assert record["command"].endswith("--batch-size 16 --threads 1 --epochs 3")
+    assert extra == {"epochs": 3, "batch_size": 16, "threads": 1}
+    save(result, tmp_path / "n", "tiny", 5, "cpu", extra)
+    assert "--epochs" not in json.loads((tmp_path / "n" / "training.json").read_text())["command"]
