@@ -62,7 +62,9 @@ class EvaluationFailed(StrataError):
 
 def read_probe_rows(path: str | Path) -> list[dict[str, Any]]:
     """Rows of a probe JSONL file: each a ``query`` (str) with either ``choices`` (>= 2 str) and ``gold`` (an index)
-    -- multiple choice -- or an ``answer`` (str) -- generation, scored by exact match. One kind per file."""
+    -- multiple choice -- or an ``answer`` (str) -- generation, scored by exact match. One kind per file. Other fields
+    with a scalar value of one type in every row (e.g. a probe's ``repeats``) are kept: lm-eval ignores them and logs
+    them with each sample, so a diagnostic can group items by them."""
     path = Path(path)
     if not path.is_file():
         raise EvaluateError(f"task data file {path} does not exist")
@@ -86,17 +88,31 @@ def read_probe_rows(path: str | Path) -> list[dict[str, Any]]:
             answer = row["answer"]
             if not isinstance(answer, str) or not answer.strip():
                 raise EvaluateError(f"{where}: 'answer' must be a non-empty string")
-            rows.append({"query": query, "answer": answer})
+            rows.append({"query": query, "answer": answer, **_extras(row)})
             continue
         choices, gold = row.get("choices"), row.get("gold")
         if not isinstance(choices, list) or len(choices) < 2 or not all(isinstance(c, str) and c for c in choices):
             raise EvaluateError(f"{where}: 'choices' must be a list of >= 2 non-empty strings")
         if isinstance(gold, bool) or not isinstance(gold, int) or not 0 <= gold < len(choices):
             raise EvaluateError(f"{where}: 'gold' must be an index into 'choices' (0..{len(choices) - 1})")
-        rows.append({"query": query, "choices": choices, "gold": gold})
+        rows.append({"query": query, "choices": choices, "gold": gold, **_extras(row)})
     if not rows:
         raise EvaluateError(f"{path}: no rows")
+    # an extra field kept only where every row has it with one type: the dataset's columns must be uniform
+    for key in {k for r in rows for k in r} - _CORE:
+        if len({type(r.get(key)) for r in rows}) != 1:
+            for r in rows:
+                r.pop(key, None)
     return rows
+
+
+_CORE = {"query", "choices", "gold", "answer"}
+
+
+def _extras(row: dict[str, Any]) -> dict[str, Any]:
+    return {
+        k: v for k, v in row.items() if k not in _CORE and isinstance(v, (str, int, float)) and not isinstance(v, bool)
+    }
 
 
 def load_probe_dataset(data_file: str, strata_task_dir: str | None = None, **_: Any) -> Any:
@@ -431,6 +447,26 @@ class Evaluator:
             },
         }
 
+    def item_scores(self, limit: int | None = None, seed: int = 0) -> dict[str, list[tuple[dict[str, Any], float]]]:
+        """Per tier map task, every evaluated item's document and its 0/1 score under the task's metric and filter,
+        from lm-eval's own logged samples (a diagnostic by item: e.g. accuracy by a probe field such as popularity)."""
+        try:
+            res = self._run(self.loaded, self.subset(limit, seed), log_samples=True)
+            out: dict[str, list[tuple[dict[str, Any], float]]] = {}
+            for key, leaves in self.members.items():
+                spec = self.tier_map.tasks[key]
+                out[key] = [
+                    (s["doc"], float(s[spec.metric]))
+                    for leaf in leaves
+                    for s in res["samples"][leaf]
+                    if s.get("filter", "none") == spec.filter
+                ]
+        except (EvaluationFailed, KeyboardInterrupt):
+            raise
+        except Exception as exc:
+            raise EvaluationFailed(exc, self._failing_task()) from exc
+        return out
+
     def _task_result(self, key: str, res: dict[str, Any]) -> dict[str, Any]:
         """One tier map task: its metric on every leaf task, n and correct summed (a group pooled: micro)."""
         spec = self.tier_map.tasks[key]
@@ -466,7 +502,7 @@ class Evaluator:
                 out["lm_eval_mean"] = res["results"].get(group, {}).get(spec.metric_key)
         return out
 
-    def _run(self, task_dict: Any, samples: dict[str, list[int]] | None) -> Any:
+    def _run(self, task_dict: Any, samples: dict[str, list[int]] | None, log_samples: bool = False) -> Any:
         from lm_eval import evaluator as lm_evaluator
 
         res = lm_evaluator.evaluate(
@@ -475,7 +511,7 @@ class Evaluator:
             samples=samples,
             cache_requests=False,
             bootstrap_iters=0,  # acc's standard error is analytic (below); no bootstrap needed
-            log_samples=False,
+            log_samples=log_samples,
             verbosity="ERROR",
         )
         if res is None:

@@ -87,6 +87,29 @@ def test_item_subsets_are_seeded_random_and_recorded(evaluator: Evaluator) -> No
     assert res["evaluation"]["limit"] == 30 and res["evaluation"]["seed"] == 1
 
 
+def test_item_scores_are_lm_evals_own_samples_and_add_up_to_the_task_means(evaluator: Evaluator, full: dict) -> None:
+    items = evaluator.item_scores()
+    assert set(items) == set(full["tasks"])
+    for key, rows in items.items():
+        assert len(rows) == full["tasks"][key]["n"]
+        assert sum(score for _, score in rows) == full["tasks"][key]["correct"]  # 0/1 scores: a count, exact
+        assert all("query" in doc and "choices" in doc for doc, _ in rows)
+
+
+def test_probe_rows_keep_uniform_scalar_extras_and_drop_the_rest(tmp_path: Path) -> None:
+    from calibrate.evaluate import read_probe_rows
+
+    rows = [
+        {"query": "a", "choices": ["x", "y"], "gold": 0, "repeats": 4, "mixed": 1, "facts": ["f"], "flag": True},
+        {"query": "b", "choices": ["x", "y"], "gold": 1, "repeats": 8, "mixed": "one"},
+    ]
+    path = tmp_path / "p.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    got = read_probe_rows(path)
+    assert [r["repeats"] for r in got] == [4, 8]
+    assert all(set(r) == {"query", "choices", "gold", "repeats"} for r in got)
+
+
 def test_cli_evaluates_a_shipped_checkpoint_with_no_other_flag() -> None:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
     cmd = [sys.executable, "-m", "calibrate.cli", "evaluate", "--model", str(SMALLEST), "--limit", "40", "--json"]
