@@ -58,7 +58,7 @@ SIZES: dict[str, Size] = {
 # world whose facts sit near the smaller models' capacity. Widths are multiples of 32, so group sizes 8, 16 and 32
 # divide every quantized layer's input. All train on the same data budget (ZOO_EPOCHS epochs), as a scaling law
 # assumes. (A one-layer 32-wide model, 12k block parameters, stayed at chance on every tier: not a zoo member.)
-ZOO_EPOCHS = 1
+ZOO_EPOCHS = 4
 ZOO_SIZES: dict[str, Size] = {
     "zoo-25k": Size(32, 2, 96, 2, 1, 16, 0, 4e-3, ZOO_EPOCHS, "zoo"),
     "zoo-99k": Size(64, 2, 192, 4, 2, 16, 0, 3e-3, ZOO_EPOCHS, "zoo"),

@@ -10,13 +10,16 @@ import os
 import shlex
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from strata.cli import Typer
 from strata.errors import UserError
 from strata.profile import NutsSettings, SviSettings
+
+if TYPE_CHECKING:
+    from fit.profiles import Rows
 
 NUTS, SVI = NutsSettings(), SviSettings()  # the flags' defaults: the settings' own
 app = Typer("fit", add_completion=False, no_args_is_help=True, help=__doc__)  # its commands end in one line
@@ -94,9 +97,32 @@ def run(
     typer.echo(f"wrote {out}: {profile.data.n_rows} rows, {fits}{check}", err=True)
 
 
+# Where `fit validate` and `fit report` read their data: a preset's, or named families' from a store.
+PresetOpt = Annotated[
+    str | None, typer.Option(help="preset whose data is used: qwen3, qwen3-base, llama (default: qwen3)")
+]
+FamilyOpt = Annotated[list[str] | None, typer.Option(help="instead: this model family's rows (repeatable)")]
+StoreOpt = Annotated[Path | None, typer.Option(help="results store (SQLite) to read as well as the published data")]
+NoPublishedOpt = Annotated[bool, typer.Option("--no-published", help="read the store only")]
+
+
+def _quantized(preset: str | None, family: list[str] | None, store: Path | None, no_published: bool) -> Rows:
+    from fit.pipeline import gather, spec_of
+
+    spec = spec_of(preset if preset or family else "qwen3", family or [])
+    return gather(spec, store=store, published=None if no_published else "shipped")[0]
+
+
 @app.command()
 def validate(
-    preset: Annotated[str, typer.Option(help="profile whose data is validated: qwen3, qwen3-base, llama")] = "qwen3",
+    preset: PresetOpt = None,
+    family: FamilyOpt = None,
+    store: StoreOpt = None,
+    no_published: NoPublishedOpt = False,
+    random_share: Annotated[
+        float, typer.Option(help="also hold out this random share of configurations (0: no such split)")
+    ] = 0.2,
+    split_seed: Annotated[int, typer.Option(help="seed of the random split")] = 0,
     across: Annotated[
         str | None, typer.Option(help="also fit this preset and predict the other family's data, e.g. llama")
     ] = None,
@@ -130,7 +156,15 @@ def validate(
         return
 
     from fit.pipeline import gather, spec_for
-    from fit.validate import METHODS, bayes_scorer, evaluate, family_split, largest_model_split, markdown_table
+    from fit.validate import (
+        METHODS,
+        bayes_scorer,
+        evaluate,
+        family_split,
+        largest_model_split,
+        markdown_table,
+        random_config_split,
+    )
 
     methods = dict(METHODS)
     if engine == "nuts":  # shorter than a profile's fit, at NUTS's usual target acceptance
@@ -139,8 +173,10 @@ def validate(
         methods["Bayesian (SVI)"] = bayes_scorer(SviSettings())
     elif engine != "none":
         raise UserError(f"unknown engine {engine!r}; use nuts, svi or none")
-    quant, _ = gather(spec_for(preset))
+    quant = _quantized(preset, family, store, no_published)
     scores = evaluate(largest_model_split(quant), methods)
+    if random_share > 0:
+        scores += evaluate(random_config_split(quant, random_share, split_seed), methods)
     if across:
         other, _ = gather(spec_for(across))
         scores += evaluate(family_split(quant, other, f"fit {preset}, predict {across}"), methods)
@@ -157,20 +193,25 @@ def validate(
 @app.command()
 def report(
     out: Annotated[Path, typer.Option(help="folder for the PNG figures and summary.md")],
-    preset: Annotated[str, typer.Option(help="the preset whose data is plotted")] = "qwen3",
+    preset: PresetOpt = None,
+    family: FamilyOpt = None,
+    store: StoreOpt = None,
+    no_published: NoPublishedOpt = False,
     profile: Annotated[Path | None, typer.Option(help="profile JSON (default: profiles/<preset>.json)")] = None,
-    with_validation: Annotated[bool, typer.Option(help="run `fit validate` and add its table")] = True,
+    with_validation: Annotated[bool, typer.Option(help="run `fit validate` (OLS) and add its table")] = True,
 ) -> None:
     """Write the paper's figures with 90% bands, and a markdown summary."""
-    from fit.pipeline import gather, spec_for
     from fit.report import write_report
-    from fit.validate import METHODS, evaluate, largest_model_split, markdown_table
+    from fit.validate import METHODS, evaluate, largest_model_split, markdown_table, random_config_split
     from profiles import DIR
     from strata.profile import load_profile
 
-    prof = load_profile(profile or DIR / f"{preset}.json")
-    quant, _ = gather(spec_for(preset))
-    table = markdown_table(evaluate(largest_model_split(quant), METHODS)) if with_validation else None
+    if profile is None and family:
+        raise UserError("--family needs --profile: the profile fitted on that family's data")
+    prof = load_profile(profile or DIR / f"{preset or 'qwen3'}.json")
+    quant = _quantized(preset, family, store, no_published)
+    splits = [largest_model_split(quant), random_config_split(quant)]
+    table = markdown_table([s for sp in splits for s in evaluate(sp, METHODS)]) if with_validation else None
     for path in write_report(prof, quant, out, table):
         typer.echo(f"wrote {path}", err=True)
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -58,19 +58,9 @@ def fit_profile(
     settings = settings if settings is not None else chosen.settings()
     if settings.engine != engine:
         raise FitError(f"settings for engine {settings.engine!r} given to engine {engine!r}")
+    spec = spec_of(preset, families, stages=stages, method=method, name=name)
     if preset is not None:
-        spec = spec_for(preset)
         command = command_for(preset, settings, joint)
-    else:
-        if not families:
-            raise FitError("name the model family to fit with --family (e.g. --family Qwen3), or use --preset")
-        spec = FitSpec(
-            name=name or "profile",
-            description=f"{', '.join(families)} quantized with {method}",
-            families=tuple(families),
-            method=method,
-            stages=tuple(stages),
-        )
     if include_suspect:
         spec = FitSpec(**{**spec.__dict__, "include_suspect": True})
     rows = read_rows(store=store, published=published, tier_map=tier_map)
@@ -180,6 +170,28 @@ ENGINES: dict[str, Engine] = {
     "nuts": Engine(NutsSettings, _fit_bayes, joint=True),
     "svi": Engine(SviSettings, _fit_bayes, joint=True),
 }
+
+
+def spec_of(
+    preset: str | None,
+    families: Sequence[str],
+    *,
+    stages: Sequence[str] = (),
+    method: str = "GPTQ",
+    name: str | None = None,
+) -> FitSpec:
+    """What to fit: a preset's spec, or the named families (and stages) quantized with ``method``."""
+    if preset is not None:
+        return spec_for(preset)
+    if not families:
+        raise FitError("name the model family to fit with --family (e.g. --family Qwen3), or use --preset")
+    return FitSpec(
+        name=name or "profile",
+        description=f"{', '.join(families)} quantized with {method}",
+        families=tuple(families),
+        method=method,
+        stages=tuple(stages),
+    )
 
 
 def spec_for(preset: str) -> FitSpec:

@@ -28,6 +28,31 @@ def band(law: LawFit, n: object, b: object, g: object, c: object) -> tuple[np.nd
     return d.mean(0), np.quantile(d, 0.05, axis=0), np.quantile(d, 0.95, axis=0)
 
 
+def reference(profile: Profile) -> tuple[float, float]:
+    """The (G, Cb) the figures hold fixed: 128 where the data has it (the published tables' usual setting), else
+    the upper middle of the data's finite group sizes and of its Cb values, so the plotted points exist."""
+
+    def pick(values: list[int]) -> float:
+        vals = sorted(v for v in values if v > 0)
+        return 128.0 if 128 in vals or not vals else float(vals[len(vals) // 2])
+
+    return pick(profile.data.group_sizes), pick(profile.data.calib_samples)
+
+
+def _grid(values: list[int], lo: float, hi: float) -> np.ndarray:
+    """A log grid over the data's finite values of a factor, a little beyond them (``lo``..``hi`` without data)."""
+    vals = [v for v in values if v > 0]
+    return np.geomspace(min(vals) / 2, max(vals) * 4, 40) if vals else np.geomspace(lo, hi, 40)
+
+
+def params_label(n: float) -> str:
+    """Parameters for a legend: 27k, 394k, 1.5M, 8B."""
+    for unit, scale in (("B", 1e9), ("M", 1e6), ("k", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.3g}{unit}"
+    return f"{n:.3g}"
+
+
 def _plt():
     import matplotlib
 
@@ -37,10 +62,9 @@ def _plt():
     return plt
 
 
-def plot_scaling_n(
-    profile: Profile, data: Rows, out: Path, bits: float = 4, group: float = 128, calib: float = 128
-) -> Path:
+def plot_scaling_n(profile: Profile, data: Rows, out: Path, bits: float = 4) -> Path:
     plt = _plt()
+    group, calib = reference(profile)
     fig, ax = plt.subplots(figsize=(6, 4))
     lo, hi = profile.data.params_b
     ns = np.geomspace(lo * 0.5e9, hi * 3e9, 60)
@@ -57,8 +81,9 @@ def plot_scaling_n(
     return _save(fig, out / "scaling_n.png")
 
 
-def plot_scaling_b(profile: Profile, data: Rows, out: Path, group: float = 128, calib: float = 128) -> Path:
+def plot_scaling_b(profile: Profile, data: Rows, out: Path) -> Path:
     plt = _plt()
+    group, calib = reference(profile)
     tiers = list(profile.tiers)
     fig, axes = plt.subplots(1, len(tiers), figsize=(5 * len(tiers), 4), squeeze=False)
     bs = np.linspace(2.5, 8.5, 50)
@@ -66,11 +91,12 @@ def plot_scaling_b(profile: Profile, data: Rows, out: Path, group: float = 128, 
         obs = tier_obs(data, t)
         for n in sorted(set(obs.params)):
             m, a, b = band(profile.tiers[t], n, bs[None, :], group, calib)
-            line = ax.plot(bs, m, label=f"{n / 1e9:g}B")[0]
+            line = ax.plot(bs, m, label=params_label(n))[0]
             ax.fill_between(bs, a, b, color=line.get_color(), alpha=0.15)
-            sel = (obs.params == n) & (obs.group == group)
+            sel = (obs.params == n) & (obs.group == group) & (obs.calib == calib)
             ax.scatter(obs.bits[sel], obs.y_adj[sel], color=line.get_color(), s=15)
-        ax.set(xlabel="bits B", ylabel="chance-adjusted accuracy", title=f"{t}: scaling in B (G={group:g})")
+        title = f"{t}: scaling in B (G={group:g}, Cb={calib:g})"
+        ax.set(xlabel="bits B", ylabel="chance-adjusted accuracy", title=title)
         ax.legend(fontsize=7)
     return _save(fig, out / "scaling_b.png")
 
@@ -79,17 +105,18 @@ def plot_cb_g_at_3bit(profile: Profile, out: Path) -> Path:
     plt = _plt()
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4))
     n = np.sqrt(profile.data.params_b[0] * profile.data.params_b[1]) * 1e9
-    cbs, gs = np.geomspace(8, 1024, 40), np.geomspace(32, 1024, 40)
+    group, calib = reference(profile)
+    cbs, gs = _grid(profile.data.calib_samples, 8, 1024), _grid(profile.data.group_sizes, 32, 1024)
     for t, law in profile.tiers.items():
-        m, lo, hi = band(law, n, 3, 128, cbs[None, :])
+        m, lo, hi = band(law, n, 3, group, cbs[None, :])
         a1.plot(cbs, m, color=COLORS[t], label=t)
         a1.fill_between(cbs, lo, hi, color=COLORS[t], alpha=0.2)
-        m, lo, hi = band(law, n, 3, gs[None, :], 128)
+        m, lo, hi = band(law, n, 3, gs[None, :], calib)
         a2.plot(gs, m, color=COLORS[t], label=t)
         a2.fill_between(gs, lo, hi, color=COLORS[t], alpha=0.2)
     a1.set(xscale="log", xlabel="calibration samples Cb", ylabel="chance-adjusted accuracy",
-           title=f"Cb at 3-bit, G=128, N={n / 1e9:.1f}B")  # fmt: skip
-    a2.set(xscale="log", xlabel="group size G", title=f"G at 3-bit, Cb=128, N={n / 1e9:.1f}B")
+           title=f"Cb at 3-bit, G={group:g}, N={params_label(n)}")  # fmt: skip
+    a2.set(xscale="log", xlabel="group size G", title=f"G at 3-bit, Cb={calib:g}, N={params_label(n)}")
     a1.legend(fontsize=7)
     return _save(fig, out / "cb_g_3bit.png")
 
@@ -114,13 +141,15 @@ def plot_surface_3bit(profile: Profile, out: Path, tier: str | None = None) -> P
     plt = _plt()
     tier = tier or next(iter(profile.tiers))
     ns = np.geomspace(profile.data.params_b[0] * 1e9, profile.data.params_b[1] * 1e9, 40)
-    cbs = np.geomspace(8, 1024, 40)
-    grid = np.asarray(four_factor(LawCoef(**profile.tiers[tier].coef.model_dump()), ns[:, None], 3, 128, cbs[None, :]))
+    group, _ = reference(profile)
+    cbs = _grid(profile.data.calib_samples, 8, 1024)
+    coef = LawCoef(**profile.tiers[tier].coef.model_dump())
+    grid = np.asarray(four_factor(coef, ns[:, None], 3, group, cbs[None, :]))
     fig, ax = plt.subplots(figsize=(6, 4.5))
     mesh = ax.pcolormesh(cbs, ns, grid, shading="auto", cmap="viridis")
     fig.colorbar(mesh, ax=ax, label="chance-adjusted accuracy")
     ax.set(xscale="log", yscale="log", xlabel="calibration samples Cb", ylabel="parameters N",
-           title=f"{profile.name} {tier}: 3-bit surface (G=128)")  # fmt: skip
+           title=f"{profile.name} {tier}: 3-bit surface (G={group:g})")  # fmt: skip
     return _save(fig, out / "surface_3bit.png")
 
 

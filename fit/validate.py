@@ -61,6 +61,25 @@ def largest_model_split(rows: Rows) -> Split:
     return Split(name, _subset(rows, lambda m: m not in held), _subset(rows, held.__contains__))
 
 
+def random_config_split(rows: Rows, share: float = 0.2, seed: int = 0) -> Split:
+    """Fit on the other configurations, predict a random ``share`` of them (at least one). A configuration is a
+    model's (bits, group size, Cb): its calibration seeds and tasks go to the same side, so no held-out point has a
+    twin in the training data that differs only by seed. Keys are sorted before the draw, so the split depends on
+    the seed and the data, not on the order rows were read in."""
+    if not 0 < share < 1:
+        raise ValueError(f"share must be between 0 and 1, got {share}")
+    key = lambda r: (r.model, r.bits, r.group_size, r.calib_samples)  # noqa: E731
+    keys = sorted({key(r) for r in rows.rows}, key=repr)
+    count = max(1, round(share * len(keys)))
+    held = {keys[i] for i in np.random.default_rng(seed).permutation(len(keys))[:count]}
+    pick = lambda inside: Rows(  # noqa: E731
+        [r for r in rows.rows if (key(r) in held) == inside],
+        [h for r, h in zip(rows.rows, rows.hidden, strict=True) if (key(r) in held) == inside],
+    )
+    return Split(f"hold out a random {share:.0%} of configurations ({count} of {len(keys)}, seed {seed})",
+                 pick(False), pick(True))  # fmt: skip
+
+
 def family_split(train: Rows, test: Rows, name: str) -> Split:
     return Split(name, train, test, new_family=True)
 

@@ -241,3 +241,27 @@ def test_fit_cli_reruns_itself_with_a_fixed_hash_seed(tmp_path):
     env["PYTHONHASHSEED"] = "7"  # the caller's choice stands
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
     assert out.stdout.strip() == "not re-executed"
+
+
+def test_random_config_split_holds_out_whole_configurations_whatever_the_row_order():
+    """A fifth of (model, B, G, Cb) configurations, every calibration seed and task of one on the same side; the
+    same configurations held out when the rows come in another order."""
+    from fit.profiles import Rows
+    from fit.validate import random_config_split
+    from strata.rows import ResultRow
+
+    rows = [
+        ResultRow(source="s", model=m, family="f", params_b=1.0, method="GPTQ", bits=b, group_size=g,
+                  calib_samples=cb, calib_seed=seed, task=t, metric="acc", value=50.0)
+        for m in ("a", "b") for b in (3, 4) for g in (16, -1) for cb in (4, 64, 256) for seed in (0, 1)
+        for t in ("km", "kr")
+    ]  # fmt: skip
+    key = lambda r: (r.model, r.bits, r.group_size, r.calib_samples)  # noqa: E731
+    split = random_config_split(Rows(rows, [64] * len(rows)), 0.2, seed=0)
+    held = {key(r) for r in split.test.rows}
+    assert len(held) == 5 and "5 of 24" in split.name  # round(0.2 x 24) configurations
+    assert not held & {key(r) for r in split.train.rows}
+    assert len(split.test.rows) == 5 * 2 * 2 and len(split.train.rows) + len(split.test.rows) == len(rows)
+    again = random_config_split(Rows(rows[::-1], [64] * len(rows)), 0.2, seed=0)
+    assert {key(r) for r in again.test.rows} == held
+    assert {key(r) for r in random_config_split(Rows(rows, [64] * len(rows)), 0.2, seed=1).test.rows} != held
