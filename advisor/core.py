@@ -44,7 +44,7 @@ from strata.collapse import mix, probability
 from strata.errors import UserError
 from strata.law import TIERS, denormalize, effective_group_size, group_size_problem
 from strata.metric import tier_members
-from strata.profile import LawFit, Profile, law_draws, tier_law_for
+from strata.profile import LawFit, Profile, law_draws, seed_noise, tier_law_for
 
 DEFAULT_BITS = (2, 3, 4, 8)
 DEFAULT_GROUPS = (32, 64, 128, 256, -1)
@@ -87,7 +87,7 @@ class Query:
             one = np.array([1.0])
             unq = self.profile.unquantized[tier]
             known = law_draws(unq, m.params, one * 16, one, one * 2, model=m.name, tier=tier)[:, 0]
-        return self._collapse(smooth, known, bits, group)
+        return self._collapse(self._seed_noise(smooth, tier, bits), known, bits, group)
 
     def task_draws(self, task: str, bits: Any, group: Any, calib: Any) -> np.ndarray:
         c, m, law = self.conditioning, self.model, self.profile.tasks[task]
@@ -101,7 +101,15 @@ class Query:
         else:  # no 16-bit law per task: its own law at 8 bits (near lossless in every published table) stands in
             eight = np.full(np.shape(np.atleast_1d(bits)), 8.0)
             known = law_draws(law, m.params, eight, group, calib, model=m.name, tier=law.tier).mean(axis=1)
-        return self._collapse(smooth, known, bits, group)
+        return self._collapse(self._seed_noise(smooth, task, bits), known, bits, group)
+
+    def _seed_noise(self, smooth: np.ndarray, name: str, bits: Any) -> np.ndarray:
+        """``smooth`` plus a next run's seed-to-seed noise of the tier or task, where the profile measured it: the
+        interval is then one for what a quantization run will measure."""
+        if smooth.shape[0] < 2:  # a point estimate stays one: noise is spread, not a shift
+            return smooth
+        noise = seed_noise(self.profile, name, self.model.name, bits, smooth.shape)
+        return smooth if noise is None else smooth + noise
 
     def _collapse(self, smooth: np.ndarray, known: np.ndarray | None, bits: Any, group: Any) -> np.ndarray:
         """``smooth`` (S, M) with the profile's collapse probability mixed in; a collapsed draw keeps a retained

@@ -10,7 +10,7 @@ which every prediction mixes in, not to the smooth law.
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
@@ -21,7 +21,17 @@ import numpy as np
 from fit.ols import FitError, OlsResult, identifiable, ols_fit, paper_exponent, sample_coefficients
 from strata.law import COEF_NAMES, TIERS, LawCoef, design, effective_group_size, four_factor, linearize, normalize
 from strata.metric import ACCURACY_METRICS, law_task, metric_base, tier_members
-from strata.profile import PROFILE_SCHEMA_VERSION, Coef, DataSummary, FitSettings, LawFit, OlsSettings, Profile, TaskLaw
+from strata.profile import (
+    PROFILE_SCHEMA_VERSION,
+    Coef,
+    DataSummary,
+    FitSettings,
+    LawFit,
+    OlsSettings,
+    Profile,
+    SeedSpread,
+    TaskLaw,
+)
 from strata.rows import ResultRow
 
 BITS_SUPPORTED = (3.0, 8.0)  # the paper's fitting domain: 2 bits excluded (collapse), 16 is the unquantized law
@@ -348,10 +358,39 @@ def assemble(
         bits_supported=BITS_SUPPORTED,
         **laws,
         data=_summary(quant, spec, excluded),
+        seed_spread=seed_spread(quant) or None,
         command=command,
         strata_version=_version(),
         **extra,
     )
+
+
+def seed_spread(data: Rows) -> dict[str, SeedSpread]:
+    """Per tier and per task: the pooled sd, between calibration seeds, of the chance-adjusted mean at one
+    configuration (model, B, G, Cb), by bit-width, over the configurations measured under two or more seeds.
+
+    A tier's value at a seed is the mean over its tasks measured at that seed, as ``tier_obs`` averages them;
+    pooling averages each configuration's sample variance (ddof 1), so configurations count equally."""
+    values: dict[tuple[Any, ...], dict[Any, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for r in data.rows:
+        if r.calib_seed is None or r.accuracy is None or r.tier is None:
+            continue
+        adj = (r.accuracy - (r.chance or 0.0)) / (1 - (r.chance or 0.0))
+        config = (r.model, r.bits, r.group_size, r.calib_samples)
+        for name in (r.tier, r.task):
+            values[(name, *config)][r.calib_seed].append(adj)
+    variances: dict[tuple[str, float], list[float]] = defaultdict(list)
+    for (name, _model, bits, *_), by_seed in values.items():
+        if len(by_seed) >= 2:
+            variances[(name, bits)].append(float(np.var([np.mean(v) for v in by_seed.values()], ddof=1)))
+    out: dict[str, SeedSpread] = {}
+    for name in sorted({n for n, _ in variances}):
+        bits = sorted(b for n, b in variances if n == name)
+        out[name] = SeedSpread(
+            sd={f"{b:g}": round(float(np.sqrt(np.mean(variances[(name, b)]))), 6) for b in bits},
+            configs={f"{b:g}": len(variances[(name, b)]) for b in bits},
+        )
+    return out
 
 
 def _summary(data: Rows, spec: FitSpec, excluded: Counter[str]) -> DataSummary:

@@ -187,11 +187,25 @@ def summary_markdown(profile: Profile, validation: str | None = None, diagnostic
     lines += ["", "## Data", "", f"- models: {', '.join(f'{m} ({p:g}B)' for m, p in d.models.items())}",
               f"- bits {d.bits}, group sizes {d.group_sizes}, calibration samples {d.calib_samples}, {d.n_rows} rows",
               f"- excluded: {', '.join(f'{k}: {v}' for k, v in d.excluded.items()) or 'none'}"]  # fmt: skip
+    if profile.seed_spread:
+        lines += ["", "## Seed-to-seed spread (sd of the chance-adjusted mean between calibration seeds)", "",
+                  "| tier or task | " + " | ".join(f"{b}-bit" for b in _spread_bits(profile)) + " |",
+                  "|---|" + "---|" * len(_spread_bits(profile))]  # fmt: skip
+        for name, spread in profile.seed_spread.items():
+            cells = [
+                f"{spread.sd[b]:.4f} ({spread.configs[b]})" if b in spread.sd else "-" for b in _spread_bits(profile)
+            ]
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        lines += ["", "(configurations behind each sd in parentheses; the advisor adds this noise to its intervals)"]
     if diagnostics:
         lines += ["", "## Diagnostics", "", diagnostics]
     if validation:
         lines += ["", "## Held-out validation", "", validation]
     return "\n".join(lines) + "\n"
+
+
+def _spread_bits(profile: Profile) -> list[str]:
+    return sorted({b for s in (profile.seed_spread or {}).values() for b in s.sd}, key=float)
 
 
 def diagnostics_markdown(profile: Profile) -> str | None:

@@ -141,6 +141,25 @@ class NewFamily(Strict):
     tiers: dict[str, LawFit] = Field(description="tier -> the law of a new family (population + a tau deviation)")
 
 
+class SeedSpread(Strict):
+    """How far a measured mean moves between calibration seeds at one configuration: the run-to-run noise of
+    quantization, which a new quantization run draws again (the items stay the same). The advisor adds it to its
+    draws, so an interval is one for the next measurement, not only for the law."""
+
+    sd: dict[str, float] = Field(
+        description="bit-width -> pooled sd between seeds of the chance-adjusted mean; bits between or beyond take "
+        "the nearest bit-width's"
+    )
+    configs: dict[str, int] = Field(description="bit-width -> configurations with at least two seeds behind its sd")
+
+    def at(self, bits: Any) -> np.ndarray:
+        """The sd at each of ``bits`` (the nearest measured bit-width's)."""
+        known = np.array(sorted(float(b) for b in self.sd))
+        sds = np.array([self.sd[k] for k in sorted(self.sd, key=float)])
+        b = np.atleast_1d(np.asarray(bits, float))
+        return sds[np.abs(b[:, None] - known[None, :]).argmin(axis=1)]
+
+
 COLLAPSE_THRESHOLD = 0.5  # median retained chance-adjusted accuracy below which a configuration has collapsed
 COLLAPSE_FEATURES = ("intercept", "bits", "ln_group", "ln_params")
 
@@ -193,6 +212,9 @@ class Profile(Strict):
         default=None, description="the probability that a configuration collapses (below the law's bits too)"
     )
     likelihood: str | None = Field(default=None, description="Bayesian fits: binomial or beta_binomial")
+    seed_spread: dict[str, SeedSpread] | None = Field(
+        default=None, description="tier or task -> its spread between calibration seeds, where the data repeat seeds"
+    )
 
     @model_validator(mode="after")
     def _settings_of_its_engine(self) -> Profile:
@@ -243,6 +265,17 @@ def law_coef(law: LawFit) -> LawCoef:
     if law.draws:
         return LawCoef(*(np.asarray(law.draws[k], float)[:, None] for k in COEF_NAMES))
     return LawCoef(*(np.array([[getattr(law.coef, k)]]) for k in COEF_NAMES))
+
+
+def seed_noise(profile: Profile, name: str, model: str, bits: Any, shape: tuple[int, int]) -> np.ndarray | None:
+    """Draws (S, M) of a next run's seed-to-seed noise for a tier or task at each configuration's bits, or None when
+    the profile measured none. Seeded by (model, name), as ``model_deviation`` is: an answer is reproducible."""
+    spread = (profile.seed_spread or {}).get(name)
+    if spread is None:
+        return None
+    sd = spread.at(np.broadcast_to(np.ravel(np.asarray(bits, float)), (shape[1],)))
+    rng = np.random.default_rng(zlib.crc32(f"{model}\x00{name}\x00seed".encode()))
+    return rng.standard_normal(shape) * sd[None, :]
 
 
 def model_deviation(model: str, tier: str, size: int) -> np.ndarray:

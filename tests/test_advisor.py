@@ -240,3 +240,23 @@ def test_recommend_json_loads_nothing_it_does_not_use():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == []
+
+
+def test_a_profiles_seed_spread_widens_its_tier_interval_to_a_next_runs(tmp_path):
+    """With the seed-to-seed sd a profile measured, a tier's 90% interval is one for the next quantization run: at
+    least as wide as the noise alone (2 x 1.645 sd), centred where it was; tiers without a spread are unchanged."""
+    from profiles import DIR
+    from strata.profile import SeedSpread, load_profile
+
+    prof = load_profile(DIR / "qwen3.json")
+    path = tmp_path / "spread.json"
+    prof.seed_spread = {"KA": SeedSpread(sd={"3": 0.01, "4": 0.05}, configs={"3": 4, "4": 4})}
+    path.write_text(prof.model_dump_json(exclude_none=True))
+    args = dict(bits=4, group_size=128, calib_samples=128, published_baseline=False)
+    before = advisor.predict("qwen3-8b", profile=str(DIR / "qwen3.json"), **args).tiers
+    after = advisor.predict("qwen3-8b", profile=str(path), **args).tiers
+    width = lambda t: t.hi - t.lo  # noqa: E731
+    # 0.9: the 5% and 95% quantiles of a few thousand draws carry a few percent of Monte Carlo error
+    assert width(after["KA"]) >= 0.9 * 2 * 1.645 * 0.05 > width(before["KA"])
+    assert abs(after["KA"].mean - before["KA"].mean) < 0.01  # zero-mean noise: 0.05 / sqrt(draws) moves the mean
+    assert_close(after["KR"].model_dump(), before["KR"].model_dump(), rel=1e-12, abs_=1e-12)

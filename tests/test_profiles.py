@@ -265,3 +265,21 @@ def test_random_config_split_holds_out_whole_configurations_whatever_the_row_ord
     again = random_config_split(Rows(rows[::-1], [64] * len(rows)), 0.2, seed=0)
     assert {key(r) for r in again.test.rows} == held
     assert {key(r) for r in random_config_split(Rows(rows, [64] * len(rows)), 0.2, seed=1).test.rows} != held
+
+
+def test_seed_spread_is_the_pooled_sd_between_calibration_seeds_per_bit_width():
+    from fit.profiles import Rows, seed_spread
+    from strata.rows import ResultRow
+
+    def row(bits: float, cb: int, seed: int, acc: float) -> ResultRow:
+        return ResultRow(source="s", model="m", family="f", params_b=1e-4, method="GPTQ", bits=bits, group_size=16,
+                         calib_samples=cb, calib_seed=seed, task="world_km", tier="KM", chance=0.25, metric="acc",
+                         value=100 * acc, accuracy=acc, n_items=640)  # fmt: skip
+
+    # 3 bits: two configurations whose seeds differ by 0.075 and 0.15 raw (0.1 and 0.2 adjusted); 4 bits: one seed
+    rows = [row(3, 4, 0, 0.70), row(3, 4, 1, 0.775), row(3, 64, 0, 0.85), row(3, 64, 1, 0.70), row(4, 4, 0, 0.9)]
+    spread = seed_spread(Rows(rows, [64] * len(rows)))
+    assert set(spread) == {"KM", "world_km"} and spread["KM"].configs == {"3": 2}
+    want = ((0.1**2 / 2 + 0.2**2 / 2) / 2) ** 0.5  # two seeds: sample variance (a - b)^2 / 2, pooled by mean
+    assert_close(spread["KM"].sd["3"], want, rel=1e-5, abs_=1e-6)  # stored rounded to 6 digits
+    assert_close(list(spread["KM"].at([2, 3.4, 8])), [want] * 3, rel=1e-5, abs_=1e-6)  # the nearest bit-width's
