@@ -22,9 +22,10 @@ from calibrate.rtn import apply_rtn, restore
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = sorted(p for p in (ROOT / "examples" / "models").glob("*") if (p / "config.json").is_file())
+WORLD = [p for p in SHIPPED if p.name.startswith("strata-world-")]  # the first world's models (160 items per task)
 SMALLEST = (  # by weight size, not name: "strata-world-s" sorts before "strata-world-xs"
-    min(SHIPPED, key=lambda p: (p / "model.safetensors").stat().st_size)
-    if SHIPPED
+    min(WORLD, key=lambda p: (p / "model.safetensors").stat().st_size)
+    if WORLD
     else ROOT / "examples" / "models" / "missing"
 )
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
@@ -243,3 +244,21 @@ def test_saved_record_repeats_the_epochs_override_and_leaves_extra_alone(tmp_pat
     assert extra == {"epochs": 3, "batch_size": 16, "threads": 1}
     save(result, tmp_path / "n", "tiny", 5, "cpu", extra)
     assert "--epochs" not in json.loads((tmp_path / "n" / "training.json").read_text())["command"]
+
+
+def test_shipped_zoo_spans_20x_in_block_parameters_trained_in_30_minutes_within_30_mb() -> None:
+    """Issue 15's zoo as shipped: at least five sizes of the Zipf world, 20x or more in non-embedding parameters,
+    each trained in at most 30 minutes on the same tokens, all together at most 30 MB; the records name the size
+    and world the code defines, so `python -m calibrate.train --size NAME --seed 0` retrains each."""
+    from calibrate.train import ZOO_EPOCHS, ZOO_SIZES
+
+    models = Path(__file__).resolve().parents[1] / "examples" / "models"
+    zoo = sorted(models.glob("strata-zoo-*"))
+    records = [json.loads((p / "training.json").read_text()) for p in zoo]
+    assert len(records) >= 5 and {r["size"] for r in records} <= set(ZOO_SIZES)
+    sizes = [r["params_nonembed"] for r in records]
+    assert max(sizes) >= 20 * min(sizes)
+    assert all(r["seconds"] <= 1800 and r["epochs"] == ZOO_EPOCHS and r["seed"] == 0 for r in records)
+    assert len({r["train_tokens"] for r in records}) == 1  # the same data budget, as a scaling law assumes
+    assert all(r["world"] == json.loads(json.dumps(asdict(W.ZOO))) for r in records)  # tuples as JSON lists
+    assert sum(f.stat().st_size for p in zoo for f in p.rglob("*") if f.is_file()) <= 30 * 2**20
