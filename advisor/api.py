@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -32,10 +33,11 @@ def resolve_model(
     model: str | None = None, *, params_b: float | None = None, family: str | None = None, config: str | None = None
 ) -> ModelInfo:
     """A model from the catalog, a local config.json (file or folder), or a size and family."""
-    if config is not None:
-        return catalog.from_config(config)
-    if model is not None and Path(model).is_dir() and (Path(model) / "config.json").exists():
-        return catalog.from_config(model)
+    local = config if config is not None else model
+    if config is not None or (model is not None and Path(model).is_dir() and (Path(model) / "config.json").exists()):
+        info = catalog.from_config(str(local))
+        # the family its measurements are stored under (a profile's data), where that is not the config's type
+        return replace(info, family=family) if family else info
     if params_b is not None:
         fam = family or (catalog.lookup(model).family if model else None)
         if fam is None:

@@ -69,8 +69,14 @@ def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", help="catalog name (qwen3-8b), Hugging Face id (Qwen/Qwen3-8B) or local model folder")
     p.add_argument("--config", help="a local Hugging Face config.json (parameters counted from it)")
     p.add_argument("--params", type=float, help="parameters in billions, for a model outside the catalog")
-    p.add_argument("--family", help="model family with --params (Qwen3, Llama-3, Llama-2, ...)")
-    p.add_argument("--profile", help="profile name (qwen3, qwen3-base, llama) or JSON path; default: by family")
+    p.add_argument(
+        "--family",
+        help="model family: with --params (Qwen3, Llama-3, Llama-2, ...); with a local folder or --config, the "
+        "family its profile's data name it by (strata-world) where that is not the config's model type",
+    )
+    p.add_argument(
+        "--profile", help="profile name (qwen3, qwen3-base, llama, strata-world) or JSON path; default: by family"
+    )
     p.add_argument("--json", action="store_true", help="print the answer as JSON (schema_version 2)")
     p.add_argument(
         "--baseline",
