@@ -283,3 +283,40 @@ def test_seed_spread_is_the_pooled_sd_between_calibration_seeds_per_bit_width():
     want = ((0.1**2 / 2 + 0.2**2 / 2) / 2) ** 0.5  # two seeds: sample variance (a - b)^2 / 2, pooled by mean
     assert_close(spread["KM"].sd["3"], want, rel=1e-5, abs_=1e-6)  # stored rounded to 6 digits
     assert_close(list(spread["KM"].at([2, 3.4, 8])), [want] * 3, rel=1e-5, abs_=1e-6)  # the nearest bit-width's
+
+
+ZOO_STORE = PROFILES.parent / "examples" / "sweep-zoo.sqlite"
+ZOO_DATA = ["--family", "strata-world", "--store", str(ZOO_STORE), "--no-published"]
+
+
+def test_the_zoo_profile_fits_every_exponent_from_its_own_sweep():
+    """profiles/strata-world.json: every tier's four exponents fitted (none pinned), from the zoo's own sweep,
+    narrower than their priors, with the seed-to-seed spread of the sweep's two calibration seeds."""
+    import numpy as np
+
+    from fit.bayes import DEFAULT_PRIORS
+
+    prof = load_profile(PROFILES / "strata-world.json")
+    assert prof.engine == "nuts" and prof.families == ["strata-world"] and prof.diagnostics is not None
+    assert not prof.diagnostics.problems and "--store examples/sweep-zoo.sqlite" in prof.command
+    assert prof.data.group_sizes == [-1, 8, 16, 32] and prof.data.calib_samples == [4, 16, 64, 256]
+    for tier, law in prof.tiers.items():
+        assert not law.fixed and law.draws is not None, tier
+        for i, k in enumerate(("alpha", "beta", "gamma", "delta"), start=1):  # Priors.sd: c first, then these
+            sd = float(np.std(law.draws[k]))
+            assert sd < 0.5 * DEFAULT_PRIORS.sd[i], (tier, k, sd)  # the data, not the prior, set it
+    assert prof.seed_spread is not None and set(prof.seed_spread) >= {"KM", "KA", "KR"}
+    assert all(s.configs["3"] == 80 for s in prof.seed_spread.values())  # 5 models x 4 G x 4 Cb at 3 bits
+
+
+def test_fit_validate_and_report_read_the_zoos_store(tmp_path):
+    md = tmp_path / "v.md"
+    result = _run(["validate", *ZOO_DATA, "--engine", "none", "--markdown", str(md)])
+    assert result.exit_code == 0, result.output
+    text = md.read_text()
+    assert "hold out strata-zoo-615k" in text and "hold out a random 20% of configurations (48 of 240" in text
+    result = _run(["report", *ZOO_DATA, "--profile", str(PROFILES / "strata-world.json"), "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    summary = (tmp_path / "summary.md").read_text()
+    assert "## Seed-to-seed spread" in summary and "| KR |" in summary and "random 20%" in summary
+    assert _run(["report", *ZOO_DATA, "--out", str(tmp_path)]).exit_code == 2  # a family needs its profile

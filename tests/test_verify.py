@@ -284,3 +284,41 @@ def test_a_tier_over_seeds_averages_accuracy_and_keeps_the_binomial_error_of_its
     assert got.spread.interval_wider is (2 * Z90 * got.spread.sd < 0.3)
     one = tier_check(["a"], seeds[:1], chance)
     assert one.spread is None and one.predicted is None and one.passes is None
+
+
+# --- the zoo: a real recommendation from the profile fitted on the zoo's own sweep ------------------------------
+
+ZOO = XS.parent / "strata-zoo-99k"
+ZOO_SPEC = XS.parent.parent / "sweep-zoo.yaml"
+
+
+def test_the_zoos_recommendation_verifies_end_to_end_inside_its_intervals(tmp_path: Path) -> None:
+    """`advisor recommend` on a zoo model with the strata-world profile, conditioned on the model's unquantized
+    scores as `calibrate evaluate` measures them (the sweep's reference rows), then `calibrate verify` quantizes it
+    with two calibration seeds the sweep never drew, on the sweep's protocol: every tier inside its 90% interval,
+    and the seed-to-seed spread is reported."""
+    import advisor
+    from advisor.api import resolve_model
+    from calibrate.store import Store
+
+    with Store.open(ZOO_SPEC.parent / "sweep-zoo.sqlite") as store:
+        ref = [r for r in store.rows(model=ZOO.name) if r.group_size is None]
+    baseline = {"tasks": {r.task: {"mean": r.accuracy, "n": r.n_items} for r in ref}}
+    model = resolve_model(str(ZOO), family="strata-world")
+    rec = advisor.recommend(
+        model, min_km=0.5, min_ka=0.2, min_kr=0.5, baseline=baseline,
+        bits=[3, 4, 8], group_sizes=[8, 16, 32, -1], calib_samples=[4, 16, 64, 256],
+    )  # fmt: skip
+    assert rec.found and rec.profile.name == "strata-world" and rec.recommendation is not None
+    assert not rec.recommendation.extrapolates
+    path = tmp_path / "answer.json"
+    path.write_text(rec.model_dump_json())
+    args = ["--model", str(ZOO), "--spec", str(ZOO_SPEC), "--store", str(tmp_path / "v.sqlite"), "--seed", "2"]
+    proc = verify(str(path), *args, "--seeds", "2", "--json", "-q")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["runs"] == [{"seed": 2, "reused": False}, {"seed": 3, "reused": False}] and report["passed"]
+    for t in TIERS:
+        tier = report["tiers"][t]
+        assert tier["inside"], (t, tier)
+        assert tier["spread"]["sd"] >= 0 and tier["spread"]["interval_wider"]
