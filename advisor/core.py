@@ -44,7 +44,7 @@ from strata.collapse import mix, probability
 from strata.errors import UserError
 from strata.law import TIERS, denormalize, effective_group_size, group_size_problem
 from strata.metric import tier_members
-from strata.profile import LawFit, Profile, law_draws, seed_noise, tier_law_for
+from strata.profile import LawFit, Profile, extrapolated, law_draws, seed_noise, tier_law_for
 
 DEFAULT_BITS = (2, 3, 4, 8)
 DEFAULT_GROUPS = (32, 64, 128, 256, -1)
@@ -82,6 +82,7 @@ class Query:
         else:
             law = _tier_law(self.profile, tier, family=m.family)
             smooth = law_draws(law, m.params, bits, group, calib, model=m.name, tier=tier)
+            smooth = extrapolated(self.profile, tier, m.name, m.params_b, smooth)  # no baseline pins the level
             known = None
         if known is None and tier in self.profile.unquantized:
             one = np.array([1.0])
@@ -95,6 +96,8 @@ class Query:
             smooth = c.task(task, bits, group, calib)
         else:
             smooth = law_draws(law, m.params, bits, group, calib, model=m.name, tier=law.tier)
+            if law.tier is not None:
+                smooth = extrapolated(self.profile, law.tier, m.name, m.params_b, smooth)
         base = c.baseline.tasks.get(task) if c is not None else None
         if base is not None:
             known = c.task_baseline(task, smooth.shape[0]) if c is not None else None

@@ -25,6 +25,7 @@ from strata.profile import (
     PROFILE_SCHEMA_VERSION,
     Coef,
     DataSummary,
+    ExtrapolationScale,
     FitSettings,
     LawFit,
     OlsSettings,
@@ -358,11 +359,18 @@ def assemble(
         bits_supported=BITS_SUPPORTED,
         **laws,
         data=_summary(quant, spec, excluded),
+        extrapolation=_extrapolation(quant, list(laws["tiers"])) or None,
         seed_spread=seed_spread(quant) or None,
         command=command,
         strata_version=_version(),
         **extra,
     )
+
+
+def _extrapolation(quant: Rows, tiers: list[str]) -> dict[str, ExtrapolationScale]:
+    from fit.extrapolation import extrapolation_scales  # it fits laws with this module's OLS: imported late
+
+    return extrapolation_scales(quant, tiers)
 
 
 def seed_spread(data: Rows) -> dict[str, SeedSpread]:

@@ -106,10 +106,13 @@ def bayes_scorer(settings: NutsSettings | SviSettings) -> Scorer:
     with the posterior's omega and shared by that model's configurations.
     """
     from fit.bayes_profile import family_tier_law, fit_data
+    from fit.extrapolation import extrapolation_scales
     from fit.infer import INFERENCE, Posterior
     from strata.law import LawCoef, log_neg_log_acc
+    from strata.profile import ExtrapolationScale
 
     fits: dict[str, Posterior] = {}
+    scales: dict[str, dict[str, ExtrapolationScale]] = {}
 
     def score(split: Split, tier: str, test: Obs) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         if split.name not in fits:
@@ -126,8 +129,19 @@ def bayes_scorer(settings: NutsSettings | SviSettings) -> Scorer:
         z = np.asarray(log_neg_log_acc(draws, test.params[None], test.bits[None], test.group[None], test.calib[None]))
         omega = post.hyper["omega"][:, post.tier_names.index(tier)]
         models = sorted(set(test.model))
-        eps = np.random.default_rng(settings.seed).standard_normal((z.shape[0], len(models)))
+        rng = np.random.default_rng(settings.seed)
+        eps = rng.standard_normal((z.shape[0], len(models)))
         z = z + omega[:, None] * eps[:, [models.index(m) for m in test.model]]
+        # past the training sizes: widened as the advisor widens, by the scale measured on the training rows
+        if split.name not in scales:
+            scales[split.name] = extrapolation_scales(split.train, list(TIERS))
+        scale = scales[split.name].get(tier)
+        if scale is not None:
+            sizes = [r.params_b for r in split.train.rows]
+            fitted_range = (min(sizes), max(sizes))
+            sd = np.array([scale.sd(float(n) / 1e9, fitted_range) for n in test.params])
+            far = rng.standard_normal((z.shape[0], len(models)))[:, [models.index(m) for m in test.model]]
+            z = z + sd[None, :] * far
         y = np.exp(-np.exp(z))
         lo, hi = np.quantile(y, [(1 - LEVEL) / 2, (1 + LEVEL) / 2], axis=0)
         return y.mean(axis=0), lo, hi

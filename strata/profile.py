@@ -160,6 +160,21 @@ class SeedSpread(Strict):
         return sds[np.abs(b[:, None] - known[None, :]).argmin(axis=1)]
 
 
+class ExtrapolationScale(Strict):
+    """How far the tier law errs in N one step past its data (``fit.extrapolation``): a deviation with sd
+    ``kappa`` per unit of ln N outside the fitted range, shared by a model's configurations."""
+
+    kappa: float = Field(ge=0, description="sd on the ln(-ln Acc_adj) scale per unit of ln N outside the range")
+    held_out: list[str] = Field(description="the sizes held out to measure it (largest, smallest)")
+    slopes: list[float] = Field(description="each held-out size's mean residual per unit of ln N distance")
+
+    def sd(self, params_b: float, fitted: tuple[float, float]) -> float:
+        """The extra sd for a model of ``params_b`` billions against the fitted range (0 inside it)."""
+        lo, hi = fitted
+        distance = np.log(params_b / hi) if params_b > hi else (np.log(lo / params_b) if params_b < lo else 0.0)
+        return float(self.kappa * distance)
+
+
 COLLAPSE_THRESHOLD = 0.5  # median retained chance-adjusted accuracy below which a configuration has collapsed
 COLLAPSE_FEATURES = ("intercept", "bits", "ln_group", "ln_params")
 
@@ -212,6 +227,9 @@ class Profile(Strict):
         default=None, description="the probability that a configuration collapses (below the law's bits too)"
     )
     likelihood: str | None = Field(default=None, description="Bayesian fits: binomial or beta_binomial")
+    extrapolation: dict[str, ExtrapolationScale] | None = Field(
+        default=None, description="tier -> how its law errs in N past the data's end (the advisor widens by it)"
+    )
     seed_spread: dict[str, SeedSpread] | None = Field(
         default=None, description="tier or task -> its spread between calibration seeds, where the data repeat seeds"
     )
@@ -276,6 +294,21 @@ def seed_noise(profile: Profile, name: str, model: str, bits: Any, shape: tuple[
     sd = spread.at(np.broadcast_to(np.ravel(np.asarray(bits, float)), (shape[1],)))
     rng = np.random.default_rng(zlib.crc32(f"{model}\x00{name}\x00seed".encode()))
     return rng.standard_normal(shape) * sd[None, :]
+
+
+def extrapolated(profile: Profile, tier: str, model: str, params_b: float, draws: np.ndarray) -> np.ndarray:
+    """Draws (S, M) of a tier's (or its task's) chance-adjusted accuracy, widened for a model outside the
+    profile's range of N by its extrapolation scale: one deviation per draw on the ln(-ln) scale, sd growing with
+    the distance in ln N, shared by the model's configurations (seeded by model and tier, as ``model_deviation``).
+    Unchanged inside the range, without a scale, or for a point estimate."""
+    scale = (profile.extrapolation or {}).get(tier)
+    sd = scale.sd(params_b, profile.data.params_b) if scale is not None else 0.0
+    if sd <= 0 or draws.shape[0] < 2:
+        return draws
+    rng = np.random.default_rng(zlib.crc32(f"{model}\x00{tier}\x00extrapolation".encode()))
+    eps = np.asarray(rng.standard_normal(draws.shape[0]))
+    z = np.log(-np.log(np.clip(draws, 1e-12, 1 - 1e-12)))
+    return np.exp(-np.exp(z + sd * eps[:, None]))
 
 
 def model_deviation(model: str, tier: str, size: int) -> np.ndarray:

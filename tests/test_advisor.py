@@ -260,3 +260,28 @@ def test_a_profiles_seed_spread_widens_its_tier_interval_to_a_next_runs(tmp_path
     assert width(after["KA"]) >= 0.9 * 2 * 1.645 * 0.05 > width(before["KA"])
     assert abs(after["KA"].mean - before["KA"].mean) < 0.01  # zero-mean noise: 0.05 / sqrt(draws) moves the mean
     assert_close(after["KR"].model_dump(), before["KR"].model_dump(), rel=1e-12, abs_=1e-12)
+
+
+def test_past_the_fitted_sizes_the_interval_widens_with_the_profiles_extrapolation_scale(tmp_path):
+    """Qwen3-32B is past the qwen3 profile's 0.6-14.8B: with the profile's extrapolation scale its KA interval is
+    wider than the law's own, by about kappa x ln(32 / 14.8) on the ln(-ln) scale; inside the range (8B) nothing
+    changes; with a baseline (the level measured) nothing changes either."""
+    from profiles import DIR
+    from strata.profile import load_profile
+
+    prof = load_profile(DIR / "qwen3.json")
+    assert prof.extrapolation is not None and prof.extrapolation["KA"].kappa > 0
+    plain = tmp_path / "plain.json"
+    prof.extrapolation = None
+    plain.write_text(prof.model_dump_json(exclude_none=True))
+    args = dict(bits=4, group_size=128, calib_samples=128, published_baseline=False)
+    width = lambda t: t.hi - t.lo  # noqa: E731
+    wide = advisor.predict("qwen3-32b", profile="qwen3", **args).tiers["KA"]
+    narrow = advisor.predict("qwen3-32b", profile=str(plain), **args).tiers["KA"]
+    assert width(wide) > 1.2 * width(narrow)
+    inside = [advisor.predict("qwen3-8b", profile=p, **args).tiers["KA"] for p in ("qwen3", str(plain))]
+    assert_close(inside[0].model_dump(), inside[1].model_dump(), rel=1e-12, abs_=1e-12)
+    base = {"tasks": {"arc_easy": {"mean": 0.8}, "arc_challenge": {"mean": 0.6}, "winogrande": {"mean": 0.75}}}
+    kw = {**args, "published_baseline": True, "baseline": base}
+    given = [advisor.predict("qwen3-32b", profile=p, **kw).tiers["KR"] for p in ("qwen3", str(plain))]
+    assert_close(given[0].model_dump(), given[1].model_dump(), rel=1e-12, abs_=1e-12)

@@ -320,3 +320,24 @@ def test_fit_validate_and_report_read_the_zoos_store(tmp_path):
     summary = (tmp_path / "summary.md").read_text()
     assert "## Seed-to-seed spread" in summary and "| KR |" in summary and "random 20%" in summary
     assert _run(["report", *ZOO_DATA, "--out", str(tmp_path)]).exit_code == 2  # a family needs its profile
+
+
+def test_extrapolation_scale_is_the_rms_of_every_tiers_end_slopes_on_the_zoo():
+    """Holding out the zoo's largest and smallest size in turn: one slope per end and tier, and one kappa for
+    all tiers, their root mean square; the shipped profile carries what this computes."""
+    import numpy as np
+
+    from fit.extrapolation import extrapolation_scales
+    from fit.pipeline import gather, spec_of
+
+    quant, _ = gather(spec_of(None, ["strata-world"]), store=ZOO_STORE, published=None)
+    scales = extrapolation_scales(quant, ["KM", "KA", "KR"])
+    assert set(scales) == {"KM", "KA", "KR"}
+    slopes = [s for sc in scales.values() for s in sc.slopes]
+    assert len(slopes) == 6 and all(sc.held_out == ["0.000627264B", "2.72e-05B"] for sc in scales.values())
+    kappa = float(np.sqrt(np.mean(np.square(slopes))))
+    assert all(abs(sc.kappa - kappa) < 1e-6 for sc in scales.values())  # stored rounded to 6 digits
+    shipped = load_profile(PROFILES / "strata-world.json").extrapolation
+    assert shipped is not None
+    assert_close({t: s.model_dump() for t, s in shipped.items()}, {t: s.model_dump() for t, s in scales.items()},
+                 rel=1e-6, abs_=2e-6)  # fmt: skip  # OLS on another CPU: the 6th decimal may move
