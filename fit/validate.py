@@ -1,7 +1,8 @@
 """Held-out validation: fit on part of the data, predict the rest, score each method the same way.
 
 Splits (as the paper validates): hold out the largest model of a family (fit 0.6B-8B, predict 14B), and across
-families (fit one family, predict another). The unit predicted is a tier observation — the mean chance-adjusted
+families (fit one family, predict another); and a random share of configurations (every model in the fit, some
+of its (B, G, Cb) not), which scores interpolation where the others score extrapolation. The unit predicted is a tier observation — the mean chance-adjusted
 accuracy over the tier's tasks for one model and configuration — and each method reports, per tier, the mean
 absolute error in accuracy points (x100 on the chance-adjusted scale) and the share of held-out observations
 inside its 90% predictive interval.
