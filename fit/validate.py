@@ -2,10 +2,11 @@
 
 Splits (as the paper validates): hold out the largest model of a family (fit 0.6B-8B, predict 14B), and across
 families (fit one family, predict another); and a random share of configurations (every model in the fit, some
-of its (B, G, Cb) not), which scores interpolation where the others score extrapolation. The unit predicted is a tier observation — the mean chance-adjusted
-accuracy over the tier's tasks for one model and configuration — and each method reports, per tier, the mean
-absolute error in accuracy points (x100 on the chance-adjusted scale) and the share of held-out observations
-inside its 90% predictive interval.
+of its (B, G, Cb) not), which scores interpolation where the others score extrapolation.
+
+The unit predicted is a tier observation — the mean chance-adjusted accuracy over the tier's tasks for one model and
+configuration — and each method reports, per tier, the mean absolute error in accuracy points (x100 on the chance-
+adjusted scale) and the share of held-out observations inside its 90% predictive interval.
 
 Methods: the paper's OLS on the four-factor law, the (N, B) baseline law by OLS, and — when a Bayesian scorer is
 passed — the NumPyro model. OLS intervals are predictive intervals on the linearized scale (coefficient and
