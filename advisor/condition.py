@@ -20,7 +20,7 @@ import numpy as np
 from strata.baseline import Baseline, adj_from_z, conditioned_z, parse_baseline, tier_baseline_z
 from strata.law import log_neg_log_acc
 from strata.metric import law_task, task_of_law, tier_members
-from strata.profile import LawFit, Profile, law_coef, law_draws, tier_law_for
+from strata.profile import LawFit, Profile, extrapolated, law_coef, law_draws, tier_law_for
 
 _SHIPPED = Path(__file__).with_name("data") / "baselines.json"
 ANCHOR = (8.0, 128.0, 128.0)  # (B, G, Cb) a new family's drop is carried from (Conditioning._laws)
@@ -174,7 +174,9 @@ class Conditioning:
         law = self.profile.tasks[task]
         tier = law.tier
         if tier is None or tier not in self.tiers or task not in self.tiers[tier]:
-            return law_draws(law, self.params, bits, group, calib, model=self.model, tier=tier)
+            own = law_draws(law, self.params, bits, group, calib, model=self.model, tier=tier)
+            # no baseline pins this task's level: widened past the fitted sizes, as the law alone is
+            return own if tier is None else extrapolated(self.profile, tier, self.model, self.params / 1e9, own)
         zq, zu, sd = self._laws(tier, bits, group, calib)
         z0 = self._baseline_z([task], zq.shape[0], task)
         return adj_from_z(conditioned_z(zq, zu, z0, sd, f"{self.model}:{tier}:drop"))

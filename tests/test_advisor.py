@@ -285,3 +285,9 @@ def test_past_the_fitted_sizes_the_interval_widens_with_the_profiles_extrapolati
     kw = {**args, "published_baseline": True, "baseline": base}
     given = [advisor.predict("qwen3-32b", profile=p, **kw).tiers["KR"] for p in ("qwen3", str(plain))]
     assert_close(given[0].model_dump(), given[1].model_dump(), rel=1e-12, abs_=1e-12)
+    # a task the baseline lacks comes from its own law alone: widened too (piqa beside a baseline of arc_easy)
+    part = {**args, "published_baseline": True, "baseline": {"tasks": {"arc_easy": {"mean": 0.8}}}}
+    piqa = [
+        advisor.predict("qwen3-32b", profile=p, tasks=["piqa"], **part).tasks["piqa"] for p in ("qwen3", str(plain))
+    ]
+    assert width(piqa[0]) > 1.2 * width(piqa[1])
