@@ -14,17 +14,19 @@ deviation too (omega), so it errs wide.
 
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 
 from fit.ols import FitError
 from fit.profiles import Rows, ols_law, tier_obs
 from strata.law import COEF_NAMES, design, linearize
 from strata.profile import ExtrapolationScale
+from strata.rows import ResultRow
 
 
-def _without(rows: Rows, model_sizes: set[float], keep: bool) -> Rows:
-    pick = [(r, h) for r, h in zip(rows.rows, rows.hidden, strict=True) if (r.params_b in model_sizes) == keep]
-    return Rows([r for r, _ in pick], [h for _, h in pick])
+def _sized(size: float, inside: bool, row: ResultRow) -> bool:
+    return (row.params_b == size) == inside
 
 
 def end_slopes(quant: Rows, tier: str) -> tuple[list[float], list[str]]:
@@ -36,7 +38,7 @@ def end_slopes(quant: Rows, tier: str) -> tuple[list[float], list[str]]:
     if len(sizes) < 3:
         return slopes, held
     for end, nearest in ((sizes[-1], sizes[-2]), (sizes[0], sizes[1])):
-        train, test = _without(quant, {end}, keep=False), _without(quant, {end}, keep=True)
+        train, test = quant.where(partial(_sized, end, False)), quant.where(partial(_sized, end, True))
         fit_obs, test_obs = tier_obs(train, tier), tier_obs(test, tier)
         if len(test_obs) == 0 or len(fit_obs) <= len(COEF_NAMES):
             continue

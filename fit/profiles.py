@@ -62,6 +62,11 @@ class Rows:
     hidden: list[int]
     excluded: Counter[str] = field(default_factory=Counter)
 
+    def where(self, keep: Callable[[ResultRow], bool]) -> Rows:
+        """The rows ``keep`` accepts, each with its input width (a split's side; nothing excluded)."""
+        pick = [(r, h) for r, h in zip(self.rows, self.hidden, strict=True) if keep(r)]
+        return Rows([r for r, _ in pick], [h for _, h in pick])
+
 
 @dataclass
 class Obs:
@@ -383,7 +388,7 @@ def seed_spread(data: Rows) -> dict[str, SeedSpread]:
     for r in data.rows:
         if r.calib_seed is None or r.accuracy is None or r.tier is None:
             continue
-        adj = (r.accuracy - (r.chance or 0.0)) / (1 - (r.chance or 0.0))
+        adj = float(normalize(r.accuracy, r.chance or 0.0))
         config = (r.model, r.bits, r.group_size, r.calib_samples)
         for name in (r.tier, r.task):
             values[(name, *config)][r.calib_seed].append(adj)

@@ -49,18 +49,13 @@ class Score:
 Scorer = Callable[[Split, str, Obs], tuple[np.ndarray, np.ndarray, np.ndarray]]
 
 
-def _subset(rows: Rows, keep: Callable[[str], bool]) -> Rows:
-    idx = [i for i, r in enumerate(rows.rows) if keep(r.model)]
-    return Rows([rows.rows[i] for i in idx], [rows.hidden[i] for i in idx])
-
-
 def largest_model_split(rows: Rows) -> Split:
     """Fit on every model but the largest, predict the largest (the paper holds out Qwen3-32B)."""
     sizes = {r.model: r.params_b for r in rows.rows}
     largest = max(sizes, key=lambda m: (sizes[m], m))
     held = {m for m, s in sizes.items() if s == sizes[largest]}
     name = f"hold out {', '.join(sorted(held))}"
-    return Split(name, _subset(rows, lambda m: m not in held), _subset(rows, held.__contains__))
+    return Split(name, rows.where(lambda r: r.model not in held), rows.where(lambda r: r.model in held))
 
 
 def random_config_split(rows: Rows, share: float = 0.2, seed: int = 0) -> Split:
@@ -74,12 +69,8 @@ def random_config_split(rows: Rows, share: float = 0.2, seed: int = 0) -> Split:
     keys = sorted({key(r) for r in rows.rows}, key=repr)
     count = max(1, round(share * len(keys)))
     held = {keys[i] for i in np.random.default_rng(seed).permutation(len(keys))[:count]}
-    pick = lambda inside: Rows(  # noqa: E731
-        [r for r in rows.rows if (key(r) in held) == inside],
-        [h for r, h in zip(rows.rows, rows.hidden, strict=True) if (key(r) in held) == inside],
-    )
     return Split(f"hold out a random {share:.0%} of configurations ({count} of {len(keys)}, seed {seed})",
-                 pick(False), pick(True))  # fmt: skip
+                 rows.where(lambda r: key(r) not in held), rows.where(lambda r: key(r) in held))  # fmt: skip
 
 
 def family_split(train: Rows, test: Rows, name: str) -> Split:

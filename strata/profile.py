@@ -154,8 +154,8 @@ class SeedSpread(Strict):
 
     def at(self, bits: Any) -> np.ndarray:
         """The sd at each of ``bits`` (the nearest measured bit-width's)."""
-        known = np.array(sorted(float(b) for b in self.sd))
-        sds = np.array([self.sd[k] for k in sorted(self.sd, key=float)])
+        keys = sorted(self.sd, key=float)
+        known, sds = np.array([float(k) for k in keys]), np.array([self.sd[k] for k in keys])
         b = np.atleast_1d(np.asarray(bits, float))
         return sds[np.abs(b[:, None] - known[None, :]).argmin(axis=1)]
 
