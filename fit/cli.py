@@ -110,7 +110,13 @@ def _quantized(preset: str | None, family: list[str] | None, store: Path | None,
     from fit.pipeline import gather, spec_of
 
     spec = spec_of(preset if preset or family else "qwen3", family or [])
-    return gather(spec, store=store, published=None if no_published else "shipped")[0]
+    quant = gather(spec, store=store, published=None if no_published else "shipped")[0]
+    if not quant.rows:
+        raise UserError(
+            f"no {spec.method} rows of {', '.join(spec.families)} in the data read; check --family (the model_family "
+            "column of `calibrate export`) and --store"
+        )
+    return quant
 
 
 @app.command()
@@ -173,6 +179,8 @@ def validate(
         methods["Bayesian (SVI)"] = bayes_scorer(SviSettings())
     elif engine != "none":
         raise UserError(f"unknown engine {engine!r}; use nuts, svi or none")
+    if not 0 <= random_share < 1:
+        raise UserError(f"--random-share {random_share:g}: give a share in [0, 1) of configurations (0: no such split)")
     quant = _quantized(preset, family, store, no_published)
     scores = evaluate(largest_model_split(quant), methods)
     if random_share > 0:

@@ -211,9 +211,15 @@ def gather(
 def read_rows(
     *, store: Path | None = None, published: Path | str | None = "shipped", tier_map: Path | None = None
 ) -> list[ResultRow]:
-    """Every row of a store and/or the published CSVs (deduplicated by the store's row identity)."""
+    """Every row of a store and/or the published CSVs (deduplicated by the store's row identity). The store is
+    read, never written: the published rows are merged in memory, and a store that does not exist is an error."""
     tmap = load_tier_map(tier_map)
-    with Store.open(store if store is not None else ":memory:") as db:
+    stored: list[ResultRow] = []
+    if store is not None:
+        with Store.open(store, create=False) as db:
+            stored = list(db.rows())
+    with Store.open(":memory:") as db:
+        db.add(stored)
         if published is not None:
             folder = SHIPPED_PUBLISHED if published == "shipped" else Path(published)
             for csv_path in published_csvs(folder):

@@ -341,3 +341,20 @@ def test_extrapolation_scale_is_the_rms_of_every_tiers_end_slopes_on_the_zoo():
     assert shipped is not None
     assert_close({t: s.model_dump() for t, s in shipped.items()}, {t: s.model_dump() for t, s in scales.items()},
                  rel=1e-6, abs_=2e-6)  # fmt: skip  # OLS on another CPU: the 6th decimal may move
+
+
+def test_validate_and_report_bad_input_is_one_line_exit_2_and_the_store_is_only_read(tmp_path):
+    before = ZOO_STORE.read_bytes()
+    cases = [
+        (["validate", *ZOO_DATA, "--engine", "none", "--random-share", "1.5"], "--random-share 1.5: give a share"),
+        (["validate", "--family", "nope", *ZOO_DATA[2:], "--engine", "none"], "no GPTQ rows of nope"),
+        (["report", "--family", "strata-world", "--store", str(tmp_path / "none.sqlite"), "--profile",
+          str(PROFILES / "strata-world.json"), "--out", str(tmp_path)], "none.sqlite does not exist"),
+    ]  # fmt: skip
+    for args, message in cases:
+        result = _run(args)
+        assert result.exit_code == 2 and message in result.output and "Traceback" not in result.output, args
+    assert not (tmp_path / "none.sqlite").exists()
+    # reading a store with the published data merges them in memory: the store itself is not written
+    assert _run(["validate", "--family", "strata-world", "--store", str(ZOO_STORE), "--engine", "none"]).exit_code == 0
+    assert ZOO_STORE.read_bytes() == before
