@@ -134,18 +134,19 @@ class Conditioning:
             anchor = [np.array([v]) for v in ANCHOR]
             gap = _align(_z(own, self.params, *anchor), zq.shape[0], f"{self.model}:{tier}:own") - zu
             zu = _z(law, self.params, *anchor) - gap
-        return zq, zu, self._drop_sd(law, zq.shape[0])
+        return zq, zu, self._drop_sd(tier, law, zq.shape[0])
 
     def _baseline_z(self, tasks: list[str], size: int, key: str) -> np.ndarray:
         data = {k: (self.baseline.tasks[k].mean, self.items[k], self.profile.tasks[k].chance) for k in tasks}
         return tier_baseline_z(data, size, f"{self.model}:{key}:baseline")[0]
 
-    @staticmethod
-    def _drop_sd(law: LawFit, size: int) -> np.ndarray:
-        """How far one model's drop strays from the law's: the profile's measured spread, else its omega."""
-        sd = getattr(law, "drop_sd", None)
-        if sd is not None:
-            return np.full(size, float(sd))
+    def _drop_sd(self, tier: str, law: LawFit, size: int) -> np.ndarray:
+        """How far one model's drop strays from the law's: the profile's measured spread (``fit.drop_spread``),
+        else the law's omega (a deviation in level, wider). A new family's law carries its own uncertainty about
+        the drop in its draws (drawn with tau)."""
+        spread = (self.profile.drop_spread or {}).get(tier)
+        if spread is not None:
+            return np.full(size, spread.sd)
         if law.draws and "omega" in law.draws:
             return np.resize(np.asarray(law.draws["omega"], float), size)
         return np.zeros(size)

@@ -211,4 +211,4 @@ def bayes_profile(
         "diagnostics": diag,
         "new_family": NewFamily(families=list(post.family_names), tiers=new),
     }
-    return assemble(spec, quant, Counter(quant.excluded), command, settings=settings, laws=laws, **extra)
+    return assemble(spec, quant, Counter(quant.excluded), command, settings=settings, laws=laws, ref=ref, **extra)

@@ -25,6 +25,7 @@ from strata.profile import (
     PROFILE_SCHEMA_VERSION,
     Coef,
     DataSummary,
+    DropSpread,
     ExtrapolationScale,
     FitSettings,
     LawFit,
@@ -187,6 +188,9 @@ def _law_fit(res: OlsResult, y_adj: np.ndarray, pred: np.ndarray, n_clipped: int
     if draws:
         s = sample_coefficients(res, OLS_DRAWS)
         d = {k: [round(float(v), 6) for v in s[:, i]] for i, k in enumerate(COEF_NAMES)}
+        # A new model's deviation from the law, as a Bayesian profile's omega: the residual sd, so that the law
+        # alone gives OLS's prediction interval for a model, not the confidence interval of the law's mean.
+        d["omega"] = [round(float(np.sqrt(res.sigma2)), 6)] * OLS_DRAWS
     return LawFit(
         coef=Coef(**coef),
         fixed=res.fixed,
@@ -325,7 +329,7 @@ def build_profile(quant: Rows, ref: Rows, spec: FitSpec, command: str) -> Profil
         else:
             excluded[law_or_why[0]] += law_or_why[1]
     laws = {"tiers": tiers, "general": general, "baseline": baseline, "unquantized": unquantized, "tasks": tasks}
-    return assemble(spec, quant, excluded, command, settings=OlsSettings(), laws=laws)
+    return assemble(spec, quant, excluded, command, settings=OlsSettings(), laws=laws, ref=ref)
 
 
 def ols_task_law(quant: Rows, task: str, spec: FitSpec) -> TaskLaw | tuple[str, int]:
@@ -348,10 +352,12 @@ def assemble(
     *,
     settings: FitSettings,
     laws: dict[str, Any],
+    ref: Rows | None = None,
     **extra: Any,
 ) -> Profile:
     """A profile from its fitted laws (tiers, general, baseline, unquantized, tasks), what it was fitted on and
-    the engine's settings that fitted it."""
+    the engine's settings that fitted it; with the 16-bit rows ``ref``, how far the models' drops stray from the
+    laws' (``fit.drop_spread``)."""
     return Profile(
         schema_version=PROFILE_SCHEMA_VERSION,
         name=spec.name,
@@ -366,6 +372,7 @@ def assemble(
         data=_summary(quant, spec, excluded),
         extrapolation=_extrapolation(quant, list(laws["tiers"])) or None,
         seed_spread=seed_spread(quant) or None,
+        drop_spread=_drop_spread(quant, ref, laws) or None,
         command=command,
         strata_version=_version(),
         **extra,
@@ -376,6 +383,12 @@ def _extrapolation(quant: Rows, tiers: list[str]) -> dict[str, ExtrapolationScal
     from fit.extrapolation import extrapolation_scales  # it fits laws with this module's OLS: imported late
 
     return extrapolation_scales(quant, tiers)
+
+
+def _drop_spread(quant: Rows, ref: Rows | None, laws: dict[str, Any]) -> dict[str, DropSpread]:
+    from fit.drop_spread import drop_spreads  # it reads this module's Rows: imported late
+
+    return {} if ref is None else drop_spreads(quant, ref, laws["tiers"], laws["unquantized"])
 
 
 def seed_spread(data: Rows) -> dict[str, SeedSpread]:

@@ -175,6 +175,16 @@ class ExtrapolationScale(Strict):
         return float(self.kappa * distance)
 
 
+class DropSpread(Strict):
+    """How far one model's quantization drop strays from its tier law's (``fit.drop_spread``): the sd, on the
+    ln(-ln Acc_adj) scale, of a task's measured drop (quantized minus its own 16-bit score) about the tier law's
+    predicted drop, over the fitted models' configurations at B >= 3 that did not collapse."""
+
+    sd: float = Field(ge=0, description="sd of a task's drop about the tier law's, ln(-ln) scale")
+    n: int = Field(ge=0, description="measured (model, configuration, task) drops behind it")
+    models: int = Field(ge=0, description="models behind it")
+
+
 COLLAPSE_THRESHOLD = 0.5  # median retained chance-adjusted accuracy below which a configuration has collapsed
 COLLAPSE_FEATURES = ("intercept", "bits", "ln_group", "ln_params")
 
@@ -232,6 +242,9 @@ class Profile(Strict):
     )
     seed_spread: dict[str, SeedSpread] | None = Field(
         default=None, description="tier or task -> its spread between calibration seeds, where the data repeat seeds"
+    )
+    drop_spread: dict[str, DropSpread] | None = Field(
+        default=None, description="tier -> how far one model's drop strays from the law's (conditioning uses it)"
     )
 
     @model_validator(mode="after")

@@ -291,3 +291,29 @@ def test_past_the_fitted_sizes_the_interval_widens_with_the_profiles_extrapolati
         advisor.predict("qwen3-32b", profile=p, tasks=["piqa"], **part).tasks["piqa"] for p in ("qwen3", str(plain))
     ]
     assert width(piqa[0]) > 1.2 * width(piqa[1])
+
+
+def test_a_profiles_drop_spread_is_the_conditioned_intervals_model_to_model_scatter(tmp_path):
+    """With a baseline, what is left unknown is how this model's drop strays from the law's: the profile's
+    measured drop spread. A wide spread widens the conditioned KA interval (the median barely moves: zero-mean);
+    without a baseline the law alone does not use it."""
+    from profiles import DIR
+    from strata.profile import DropSpread, load_profile
+
+    prof = load_profile(DIR / "qwen3.json")
+    assert prof.drop_spread is not None and set(prof.drop_spread) == {"KA", "KR"}
+    wide = tmp_path / "wide.json"
+    prof.drop_spread = {t: DropSpread(sd=0.5, n=10, models=2) for t in prof.drop_spread}
+    wide.write_text(prof.model_dump_json(exclude_none=True))
+    base = {"tasks": {"arc_easy": {"mean": 0.80}, "hellaswag": {"mean": 0.60}, "piqa": {"mean": 0.78},
+                      "boolq": {"mean": 0.85}, "mmlu": {"mean": 0.70}, "arc_challenge": {"mean": 0.55},
+                      "winogrande": {"mean": 0.70}}}  # fmt: skip
+    args = dict(bits=4, group_size=128, calib_samples=128)  # 4 bits: no collapse mixed in
+    shipped = advisor.predict("qwen3-8b", profile=str(DIR / "qwen3.json"), baseline=base, **args).tiers["KA"]
+    widened = advisor.predict("qwen3-8b", profile=str(wide), baseline=base, **args).tiers["KA"]
+    assert widened.hi - widened.lo > 1.5 * (shipped.hi - shipped.lo)
+    assert abs(widened.point - shipped.point) < 0.03  # a median under a wider zero-mean spread
+    alone = dict(args, published_baseline=False)
+    assert_close(advisor.predict("qwen3-8b", profile=str(wide), **alone).tiers["KA"].model_dump(),
+                 advisor.predict("qwen3-8b", profile=str(DIR / "qwen3.json"), **alone).tiers["KA"].model_dump(),
+                 rel=1e-12, abs_=1e-12)  # fmt: skip

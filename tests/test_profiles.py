@@ -358,3 +358,37 @@ def test_validate_and_report_bad_input_is_one_line_exit_2_and_the_store_is_only_
     # reading a store with the published data merges them in memory: the store itself is not written
     assert _run(["validate", "--family", "strata-world", "--store", str(ZOO_STORE), "--engine", "none"]).exit_code == 0
     assert ZOO_STORE.read_bytes() == before
+
+
+def test_drop_spread_is_the_rms_of_drops_about_the_tier_laws_less_the_baselines_item_noise():
+    """fit.drop_spread on hand-made laws whose drop is known: four configurations measured 0.2 above and below the
+    law's drop on z = ln(-ln Acc_adj) give sqrt(0.2^2 - var(z of the 16-bit score)); a collapsed configuration
+    and a 2-bit row are left out (the collapse model answers for them)."""
+    import numpy as np
+
+    from fit.drop_spread import drop_spreads
+    from fit.profiles import Rows
+    from strata.profile import LawFit
+    from strata.rows import ResultRow
+
+    def row(bits: float, group: int | None, acc: float, method: str = "GPTQ") -> ResultRow:
+        return ResultRow(source="s", model="m", family="f", params_b=1.0, method=method, bits=bits, group_size=group,
+                         calib_samples=None if method == "FP16" else 128, task="t", tier="KA", chance=0.25,
+                         metric="acc", value=100 * acc, accuracy=acc, n_items=1000)  # fmt: skip
+
+    z = lambda acc: float(np.log(-np.log((acc - 0.25) / 0.75)))  # noqa: E731
+    acc_of = lambda zz: 0.25 + 0.75 * float(np.exp(-np.exp(zz)))  # noqa: E731
+    law = lambda ln_a: LawFit(coef={"ln_a": ln_a, "alpha": 0.0, "beta": 0.0, "gamma": 0.0, "delta": 0.0}, n_rows=4)  # noqa: E731
+    base = 0.7
+    quant = [
+        row(b, g, acc_of(z(base) + 0.1 + e)) for b, g, e in ((3, 16, 0.2), (3, 32, -0.2), (4, 16, 0.2), (4, 32, -0.2))
+    ]
+    quant += [row(3, -1, 0.30), row(2, 16, 0.40)]  # retained 0.07 of the 16-bit adjusted accuracy; 2 bits
+    ref = [row(16, None, base, method="FP16")]
+    spread = drop_spreads(
+        Rows(quant, [64] * len(quant)), Rows(ref, [64]), {"KA": law(z(base) + 0.1)}, {"KA": law(z(base))}
+    )
+    y = (base - 0.25) / 0.75
+    var_u = base * (1 - base) / 1000 / 0.75**2 / (y * np.log(y)) ** 2  # the delta method's item noise on z
+    assert spread["KA"].n == 4 and spread["KA"].models == 1
+    assert_close(spread["KA"].sd, float(np.sqrt(0.2**2 - var_u)), rel=1e-4, abs_=1e-6)  # stored to 6 digits
