@@ -20,6 +20,7 @@ from advisor.condition import Conditioning, shipped_baseline
 from advisor.schema import Deployment, Frontier, Prediction, Recommendation
 from strata.baseline import Baseline, load_baseline, parse_baseline
 from strata.profile import Profile, ProfileError, load_profile
+from strata.stage import BASE, stage_of_name
 
 
 def shipped_profiles() -> dict[str, Path]:
@@ -48,8 +49,9 @@ def resolve_model(
     return catalog.lookup(model)
 
 
-def choose_profile(model: ModelInfo, profile: str | None = None) -> tuple[Profile, str]:
-    """A profile by path or shipped name, or the shipped profile that applies to the model's family."""
+def choose_profile(model: ModelInfo, profile: str | None = None, stage: str | None = None) -> tuple[Profile, str]:
+    """A profile by path or shipped name, or the shipped profile that applies to the model's family: for a base
+    model (``stage``), the one fitted on the family's base models where one is shipped (``Qwen3-Base``)."""
     shipped = shipped_profiles()
     if profile is not None:
         if profile in shipped:
@@ -57,6 +59,10 @@ def choose_profile(model: ModelInfo, profile: str | None = None) -> tuple[Profil
         if profile.endswith(".json") or Path(profile).exists():
             return load_profile(profile), profile
         raise ProfileError(f"unknown profile {profile!r}; pass a JSON path or one of {', '.join(sorted(shipped))}")
+    if stage == BASE:
+        for _, path in sorted(shipped.items()):
+            if f"{model.family}-Base" in _applies_to(path):
+                return load_profile(path), str(path)
     for _, path in sorted(shipped.items()):
         if model.family in _applies_to(path):
             return load_profile(path), str(path)
@@ -101,7 +107,9 @@ def _query(
     """The model, its profile, and its own unquantized scores: ``baseline`` (a file, a dict or a Baseline), else
     (``published``) the published scores shipped for that very model id, else none (the law alone)."""
     info = model if isinstance(model, ModelInfo) else resolve_model(model, **model_kw)
-    prof, path = choose_profile(info, profile)
+    # the stage the user's own id names (a catalog entry is shared by a model's stages)
+    stage = next((s for n in (requested, model if isinstance(model, str) else None) if (s := stage_of_name(n))), None)
+    prof, path = choose_profile(info, profile, stage)
     found: tuple[Baseline, str] | None = None
     if isinstance(baseline, Baseline):
         found = baseline, "given"
@@ -114,8 +122,10 @@ def _query(
         # the model's own ids only: a catalog alias may name another stage of it (an -Instruct id resolves to the
         # base's architecture, but its scores are another model's)
         found = shipped_baseline(*names, info.hf_id, info.name)
-    cond = Conditioning.of(prof, info.name, info.params, *found, family=info.family) if found is not None else None
-    return core.Query(info, prof, path, cond)
+    cond = None
+    if found is not None:
+        cond = Conditioning.of(prof, info.name, info.params, *found, family=info.family, stage=stage)
+    return core.Query(info, prof, path, cond, stage)
 
 
 def recommend(

@@ -20,7 +20,7 @@ import numpy as np
 from strata.baseline import Baseline, adj_from_z, conditioned_z, parse_baseline, tier_baseline_z
 from strata.law import log_neg_log_acc
 from strata.metric import law_task, task_of_law, tier_members
-from strata.profile import LawFit, Profile, extrapolated, law_coef, law_draws, tier_law_for
+from strata.profile import LawFit, Profile, law_coef, law_draws, tier_law_for, unpinned
 
 _SHIPPED = Path(__file__).with_name("data") / "baselines.json"
 ANCHOR = (8.0, 128.0, 128.0)  # (B, G, Cb) a new family's drop is carried from (Conditioning._laws)
@@ -71,6 +71,7 @@ class Conditioning:
     source: str
     items: dict[str, int]  # task -> items behind its baseline score
     family: str = ""
+    stage: str | None = None  # the model's stage class, where its id names one
     tiers: dict[str, list[str]] = field(default_factory=dict)  # tier -> the baseline tasks it is conditioned on
     law_only: dict[str, list[str]] = field(default_factory=dict)  # tier -> its tasks the baseline lacks
     skipped: dict[str, str] = field(default_factory=dict)  # tier -> why it is not conditioned
@@ -78,7 +79,14 @@ class Conditioning:
 
     @classmethod
     def of(
-        cls, profile: Profile, model: str, params: float, baseline: Baseline, source: str, family: str = ""
+        cls,
+        profile: Profile,
+        model: str,
+        params: float,
+        baseline: Baseline,
+        source: str,
+        family: str = "",
+        stage: str | None = None,
     ) -> Conditioning:
         # Each score under the name of the law it measures: arc_challenge on acc_norm is arc_challenge:acc_norm.
         baseline = baseline.model_copy(update={"tasks": {law_task(k, t.metric): t for k, t in baseline.tasks.items()}})
@@ -90,7 +98,7 @@ class Conditioning:
             for name in baseline.tasks.keys() - items.keys():
                 spec = tmap.tasks.get(tmap.resolve(task_of_law(name)) or task_of_law(name))
                 items[name] = spec.items if spec is not None and spec.items else UNKNOWN_ITEMS
-        c = cls(profile, model, params, baseline, source, items, family)
+        c = cls(profile, model, params, baseline, source, items, family, stage)
         used: set[str] = set()
         tiers_of = {k: law.tier for k, law in profile.tasks.items()}
         for tier in profile.tiers:
@@ -176,8 +184,9 @@ class Conditioning:
         tier = law.tier
         if tier is None or tier not in self.tiers or task not in self.tiers[tier]:
             own = law_draws(law, self.params, bits, group, calib, model=self.model, tier=tier)
-            # no baseline pins this task's level: widened past the fitted sizes, as the law alone is
-            return own if tier is None else extrapolated(self.profile, tier, self.model, self.params / 1e9, own)
+            # no baseline pins this task's level: widened past the fitted sizes and for another stage, as the law
+            # alone is
+            return own if tier is None else unpinned(self.profile, tier, self.model, self.params / 1e9, self.stage, own)
         zq, zu, sd = self._laws(tier, bits, group, calib)
         z0 = self._baseline_z([task], zq.shape[0], task)
         return adj_from_z(conditioned_z(zq, zu, z0, sd, f"{self.model}:{tier}:drop"))

@@ -44,7 +44,7 @@ from strata.collapse import mix, probability
 from strata.errors import UserError
 from strata.law import TIERS, denormalize, effective_group_size, group_size_problem
 from strata.metric import tier_members
-from strata.profile import LawFit, Profile, extrapolated, law_draws, seed_noise, tier_law_for
+from strata.profile import LawFit, Profile, law_draws, seed_noise, tier_law_for, unpinned
 
 DEFAULT_BITS = (2, 3, 4, 8)
 DEFAULT_GROUPS = (32, 64, 128, 256, -1)
@@ -63,6 +63,7 @@ class Query:
     profile: Profile
     profile_path: str
     conditioning: Conditioning | None = None  # the model's own unquantized scores, when known
+    stage: str | None = None  # the model's stage class (strata.stage), where its id names one
 
     def tier_tasks(self, tier: str) -> list[str]:
         """The tasks this answer's tier is the mean of: the baseline's where it conditions the tier (each task on
@@ -82,7 +83,7 @@ class Query:
         else:
             law = _tier_law(self.profile, tier, family=m.family)
             smooth = law_draws(law, m.params, bits, group, calib, model=m.name, tier=tier)
-            smooth = extrapolated(self.profile, tier, m.name, m.params_b, smooth)  # no baseline pins the level
+            smooth = unpinned(self.profile, tier, m.name, m.params_b, self.stage, smooth)  # no baseline pins the level
             known = None
         if known is None and tier in self.profile.unquantized:
             one = np.array([1.0])
@@ -97,7 +98,7 @@ class Query:
         else:
             smooth = law_draws(law, m.params, bits, group, calib, model=m.name, tier=law.tier)
             if law.tier is not None:
-                smooth = extrapolated(self.profile, law.tier, m.name, m.params_b, smooth)
+                smooth = unpinned(self.profile, law.tier, m.name, m.params_b, self.stage, smooth)
         base = c.baseline.tasks.get(task) if c is not None else None
         if base is not None:
             known = c.task_baseline(task, smooth.shape[0]) if c is not None else None
@@ -173,10 +174,16 @@ def check_groups(model: ModelInfo, groups: Sequence[int]) -> None:
             )
 
 
-def extrapolation(profile: Profile, model: ModelInfo, bits: float, group: int, calib: int) -> list[str]:
+def extrapolation(
+    profile: Profile, model: ModelInfo, bits: float, group: int, calib: int, stage: str | None = None
+) -> list[str]:
     """Factors of a query outside the data the profile was fitted on (the law still answers; it says so)."""
     d = profile.data
     out = []
+    shift = profile.stage_shift
+    if stage is not None and shift is not None and stage == shift.stage:
+        out.append(f"stage {stage} is not in the profile's data ({', '.join(d.stages)}); without a baseline its "
+                   "intervals are widened by the stage shift measured on " + ", ".join(shift.models))  # fmt: skip
     if model.family not in profile.families:
         nf = profile.new_family
         how = f"; predicted as a new family of the population of {', '.join(nf.families)}" if nf else ""
@@ -276,7 +283,7 @@ def predict(
         baseline=q.baseline_answer(),
         tiers=tiers,
         tasks=answers,
-        extrapolates=extrapolation(p, m, bits, group, calib),
+        extrapolates=extrapolation(p, m, bits, group, calib, q.stage),
     )
 
 
@@ -617,5 +624,5 @@ def _candidate(q: Query, grid: _Grid, s: _Scored, i: int) -> Candidate:
         kernel=grid.kernels[(b, g)],  # type: ignore[arg-type]
         tiers=tiers,
         prob_all=float(s.prob_all[i]) if s.has_draws and s.targets else None,
-        extrapolates=extrapolation(q.profile, q.model, b, g, c),
+        extrapolates=extrapolation(q.profile, q.model, b, g, c, q.stage),
     )

@@ -69,7 +69,7 @@ def main() -> None:
         if info is None:
             continue
         prof_name = PROFILE_OF[r.family]
-        q0 = api._query(info, prof_name, published=False)
+        q0 = api._query(info, prof_name, published=False, requested=r.model)
         if r.task not in q0.profile.tasks:
             continue
         held = "in the fit" if r.model in q0.profile.data.models else "held out"
@@ -83,7 +83,7 @@ def main() -> None:
         for mode in ("advisor, baseline", "advisor, no baseline"):
             key = (f"{r.source}|{r.model}|{r.bits}|{r.group_size}|{r.calib_samples}", mode == "advisor, baseline", "")
             if key not in cache:
-                q = api._query(info, prof_name, base if key[1] else None, published=False)
+                q = api._query(info, prof_name, base if key[1] else None, published=False, requested=r.model)
                 cache[key] = core.predict(q, r.bits, r.group_size, r.calib_samples or 128, extrapolate=True)
             t = cache[key].tasks[r.task]
             results[(split, mode)].append((truth, t.point, t.lo, t.hi))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +16,10 @@ from fit.collapse import configurations, fit_collapse
 from fit.ols import FitError
 from fit.presets import PRESETS
 from fit.profiles import FitSpec, Rows, build_profile, select
-from strata.profile import CollapseModel, FitSettings, NutsSettings, OlsSettings, Profile, SviSettings
+from fit.stage_shift import other_stage, stage_shift
+from strata.profile import CollapseModel, FitSettings, NutsSettings, OlsSettings, Profile, StageShift, SviSettings
 from strata.rows import ResultRow
+from strata.stage import stage_class
 from strata.tiermap import load_tier_map
 
 SHIPPED_PUBLISHED = Path(__file__).resolve().parent.parent / "calibrate" / "data" / "published"
@@ -71,7 +73,17 @@ def fit_profile(
     what = f"{spec.method} configurations of every family in {'the store' if store else ''}"
     what += (" and " if store and published else "") + ("the published tables" if published else "")
     profile.collapse = collapse_of(rows, spec.method, what)
+    profile.stage_shift = stage_shift_of(rows, spec, profile)
     return profile
+
+
+def stage_shift_of(rows: list[ResultRow], spec: FitSpec, profile: Profile) -> StageShift | None:
+    """How far the profile's laws miss its families' models of the other stage class, where the rows hold any."""
+    other = other_stage(profile.data.stages)
+    names = sorted({r.stage for r in rows if r.family in spec.families and stage_class(r.stage) == other})
+    if other is None or not names:
+        return None
+    return stage_shift(select(rows, replace(spec, stages=tuple(names)), hidden_size_of, quantized=True), profile)
 
 
 # `fit run` flags of the settings' fields: what ``command_for`` writes, and what the CLI reads into settings.

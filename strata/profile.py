@@ -185,6 +185,17 @@ class DropSpread(Strict):
     models: int = Field(ge=0, description="models behind it")
 
 
+class StageShift(Strict):
+    """How far the tier laws miss models of the stage class the profile was not fitted on (``fit.stage_shift``): a
+    deviation of sd ``sd[tier]`` on the ln(-ln Acc_adj) scale, beyond the law's omega, shared by a model's
+    configurations; the advisor adds it for a model of ``stage`` where no baseline pins its level."""
+
+    stage: str = Field(description="the stage class measured: base or post-trained")
+    sd: dict[str, float] = Field(description="tier -> extra sd for a model of that stage")
+    rows: int = Field(ge=0, description="tier observations behind it")
+    models: list[str] = Field(description="the other-stage models it was measured on")
+
+
 COLLAPSE_THRESHOLD = 0.5  # median retained chance-adjusted accuracy below which a configuration has collapsed
 COLLAPSE_FEATURES = ("intercept", "bits", "ln_group", "ln_params")
 
@@ -242,6 +253,9 @@ class Profile(Strict):
     )
     seed_spread: dict[str, SeedSpread] | None = Field(
         default=None, description="tier or task -> its spread between calibration seeds, where the data repeat seeds"
+    )
+    stage_shift: StageShift | None = Field(
+        default=None, description="how far the laws miss the family's models of the other stage (widens them)"
     )
     drop_spread: dict[str, DropSpread] | None = Field(
         default=None, description="tier -> how far one model's drop strays from the law's (conditioning uses it)"
@@ -322,6 +336,28 @@ def extrapolated(profile: Profile, tier: str, model: str, params_b: float, draws
     eps = np.asarray(rng.standard_normal(draws.shape[0]))
     z = np.log(-np.log(np.clip(draws, 1e-12, 1 - 1e-12)))
     return np.exp(-np.exp(z + sd * eps[:, None]))
+
+
+def stage_widened(profile: Profile, tier: str, model: str, stage: str | None, draws: np.ndarray) -> np.ndarray:
+    """Draws (S, M) widened for a model of a stage class the profile was not fitted on, by the profile's measured
+    stage shift: one deviation per draw on the ln(-ln) scale, shared by the model's configurations (seeded by model
+    and tier). Unchanged for a stage the profile knows, an unknown stage, or without a measured shift."""
+    shift = profile.stage_shift
+    sd = shift.sd.get(tier, 0.0) if shift is not None and stage == shift.stage else 0.0
+    if sd <= 0 or draws.shape[0] < 2:
+        return draws
+    rng = np.random.default_rng(zlib.crc32(f"{model}\x00{tier}\x00stage".encode()))
+    eps = np.asarray(rng.standard_normal(draws.shape[0]))
+    z = np.log(-np.log(np.clip(draws, 1e-12, 1 - 1e-12)))
+    return np.exp(-np.exp(z + sd * eps[:, None]))
+
+
+def unpinned(
+    profile: Profile, tier: str, model: str, params_b: float, stage: str | None, draws: np.ndarray
+) -> np.ndarray:
+    """A law's draws for a model whose level no baseline pins: widened past the fitted sizes and for a stage the
+    profile was not fitted on."""
+    return stage_widened(profile, tier, model, stage, extrapolated(profile, tier, model, params_b, draws))
 
 
 def model_deviation(model: str, tier: str, size: int) -> np.ndarray:
