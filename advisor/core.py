@@ -164,6 +164,20 @@ def check_bits(profile: Profile, bits: Sequence[float], *, extrapolate: bool = F
         raise AdviceError(f"bits must be in (1, 16], got {min(bits):g}..{max(bits):g}")
 
 
+def fitted_groups(model: ModelInfo, groups: Sequence[int], excluded: list[str]) -> list[int]:
+    """The default group-size grid fitted to the model: sizes wider than its layers are left out (and listed in
+    ``excluded``), so a small model is searched on what it can use; a grid the user chose is kept as given (and
+    checked by ``check_groups``)."""
+    if tuple(groups) != DEFAULT_GROUPS:
+        return list(groups)
+    width = model.arch.hidden_size
+    keep = [g for g in groups if g == -1 or g <= width]
+    excluded += [
+        f"G={g}: wider than {model.name}'s {width}-wide layers (the default grid)" for g in groups if g not in keep
+    ]
+    return keep
+
+
 def check_groups(model: ModelInfo, groups: Sequence[int]) -> None:
     # strata.law's rule, with the width as a bound rather than a divisor: the default grid holds sizes (256) that
     # do not divide some catalog widths (2880, 1152, 960, 896)
@@ -305,10 +319,11 @@ def recommend(
     p, m = q.profile, q.model
     dep = deployment or Deployment()
     _check_targets(targets, confidence)
+    usable, excluded = _usable_bits(p, bits_grid)
+    group_grid = fitted_groups(m, group_grid, excluded)
     check_groups(m, group_grid)
     if any(c < 2 for c in calib_grid):
         raise AdviceError("calibration-set sizes must be >= 2 samples")
-    usable, excluded = _usable_bits(p, bits_grid)
     grid = _grid(m, usable, group_grid, calib_grid, memory_gb, dep, allow_slow, excluded)
     scored = _score(q, grid, _absolute_targets(q, targets, scale), confidence)
     order = sorted(range(len(grid)), key=lambda i: (grid.memory[i], grid.calib[i], -scored.margin[i]))
@@ -579,8 +594,9 @@ def frontier(
     targets = targets or {}
     if targets:
         _check_targets(targets, None)
-    check_groups(m, group_grid)
     usable, excluded = _usable_bits(p, bits_grid)
+    group_grid = fitted_groups(m, group_grid, excluded)
+    check_groups(m, group_grid)
     grid = _grid(m, usable, group_grid, calib_grid, memory_gb, dep, allow_slow, excluded)
     tiers = list(targets) or list(p.tiers)
     scored = _score(q, grid, _absolute_targets(q, targets, scale), None, tiers)

@@ -317,3 +317,20 @@ def test_a_profiles_drop_spread_is_the_conditioned_intervals_model_to_model_scat
     assert_close(advisor.predict("qwen3-8b", profile=str(wide), **alone).tiers["KA"].model_dump(),
                  advisor.predict("qwen3-8b", profile=str(DIR / "qwen3.json"), **alone).tiers["KA"].model_dump(),
                  rel=1e-12, abs_=1e-12)  # fmt: skip
+
+
+def test_the_default_group_grid_is_fitted_to_a_narrow_model_and_a_chosen_one_is_not():
+    """The zoo's 25k model is 32 wide: the default grid (32..256, per channel) is searched on the sizes that fit
+    it, the others listed as excluded; a group size the user asks for that does not fit stays an error."""
+    from pathlib import Path
+
+    from advisor.core import AdviceError
+
+    zoo = advisor.resolve_model(
+        str(Path(__file__).resolve().parents[1] / "examples" / "models" / "strata-zoo-25k"), family="strata-world"
+    )
+    rec = advisor.recommend(zoo, min_km=0.1)
+    assert rec.found and rec.recommendation.config.group_size in (32, -1)  # type: ignore[union-attr]
+    assert [e.split(":")[0] for e in rec.excluded if e.startswith("G=")] == ["G=64", "G=128", "G=256"]
+    with pytest.raises(AdviceError, match="group size 64"):
+        advisor.recommend(zoo, min_km=0.1, group_sizes=[64, -1])
