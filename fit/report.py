@@ -197,6 +197,22 @@ def summary_markdown(profile: Profile, validation: str | None = None, diagnostic
             ]
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
         lines += ["", "(configurations behind each sd in parentheses; the advisor adds this noise to its intervals)"]
+    if profile.drop_spread or profile.stage_shift or profile.extrapolation:
+        lines += ["", "## What widens a prediction (sd on the ln(-ln Acc_adj) scale)", "",
+                  "| tier | a model's drop about the law's (baseline given) | other stage | per ln N past the data |",
+                  "|---|---|---|---|"]  # fmt: skip
+        shift = profile.stage_shift
+        for tier in profile.tiers:
+            drop = (profile.drop_spread or {}).get(tier)
+            ext = (profile.extrapolation or {}).get(tier)
+            cells = [
+                "-" if drop is None else f"{drop.sd:.4f} ({drop.n} drops, {drop.models} models)",
+                "-" if shift is None or tier not in shift.sd else f"{shift.sd[tier]:.4f} ({shift.stage})",
+                "-" if ext is None else f"{ext.kappa:.4f}",
+            ]
+            lines.append(f"| {tier} | " + " | ".join(cells) + " |")
+        if shift is not None:
+            lines += ["", f"(the stage shift was measured on {', '.join(shift.models)})"]
     if diagnostics:
         lines += ["", "## Diagnostics", "", diagnostics]
     if validation:
