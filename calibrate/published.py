@@ -39,6 +39,11 @@ PUBLISHED_METRICS = {"acc_pct": "acc", "acc_norm_pct": "acc_norm", "em_pct": "ex
 _WRITTEN = {v: k for k, v in PUBLISHED_METRICS.items()}
 # A fit's family is a model generation (one pretraining recipe); the tables name its point releases.
 GENERATION = {"Llama-3.1": "Llama-3", "Llama-3.2": "Llama-3", "Llama-3.3": "Llama-3"}
+# GPTQ group sizes a table leaves out but its makers' own quantization recipe fixes, by source prefix: the Qwen
+# README's Int4/Int8 rows came from the makers' AutoGPTQ run, whose script (QwenLM/Qwen run_gptq.py, at 3b82e55)
+# quantizes with --group-size 128 by default, desc_act off. The Qwen2 docs page states no calibration set either,
+# so its rows stay without one (and out of every fit).
+RECIPE_GROUP_SIZE = {"github:QwenLM/Qwen@": (128, "group size 128 from the makers' recipe (QwenLM/Qwen run_gptq.py)")}
 
 
 def stored_metric(metric: str, task_metric: str | None) -> str | None:
@@ -122,6 +127,10 @@ def _row(rec: dict[str, str], *, where: str, tier_map: TierMap) -> ResultRow:
             if not 0 <= correct <= n_items:
                 raise PublishedDataError(f"{where}: column 'correct' must be in 0..n_items ({n_items}), got {correct}")
             accuracy = correct / n_items  # exact counts beat the rounded percentage
+    group_size, note = num("group_size", integer=True), rec["note"]
+    recipe = next((v for k, v in RECIPE_GROUP_SIZE.items() if rec["source"].startswith(k)), None)
+    if group_size is None and recipe is not None and rec["method"].strip().upper() == "GPTQ":
+        group_size, note = recipe[0], f"{note}; {recipe[1]}" if note else recipe[1]
     try:
         extra = json.loads(rec["extra"]) if (rec.get("extra") or "").strip() else {}
     except json.JSONDecodeError:
@@ -137,7 +146,7 @@ def _row(rec: dict[str, str], *, where: str, tier_map: TierMap) -> ResultRow:
         method=rec["method"].strip(),
         bits=bits,
         act_bits=num("act_bits"),
-        group_size=num("group_size", integer=True),  # type: ignore[arg-type]
+        group_size=group_size,  # type: ignore[arg-type]
         calib_samples=num("calib_samples", integer=True),  # type: ignore[arg-type]
         calib_dataset=rec["calib_dataset"],
         calib_seqlen=num("calib_seqlen", integer=True),  # type: ignore[arg-type]
@@ -151,7 +160,7 @@ def _row(rec: dict[str, str], *, where: str, tier_map: TierMap) -> ResultRow:
         correct=correct,
         n_shot=num("n_shot", integer=True),  # type: ignore[arg-type]
         suspect="SUSPECT" in rec["note"],
-        note=rec["note"],
+        note=note,
         calib_samples_effective=opt("calib_samples_effective", True),  # type: ignore[arg-type]
         calib_seed=opt("calib_seed", True),  # type: ignore[arg-type]
         hidden_size=opt("hidden_size", True),  # type: ignore[arg-type]

@@ -37,4 +37,13 @@ PRESETS: dict[str, FitSpec] = {
         ),
         families=("Llama-3",),
     ),
+    "qwen1-chat": FitSpec(
+        name="qwen1-chat",
+        description=(
+            "Qwen-1.8B/7B/14B/72B-Chat quantized with GPTQ Int8/Int4 (the QwenLM/Qwen README's table; AutoGPTQ, "
+            "4,000 SFT samples; group size 128 from the makers' run_gptq.py): MMLU and GSM8K only, so a family "
+            "of the joint fit (it informs the population a new family is drawn from) more than a profile to use"
+        ),
+        families=("Qwen",),
+    ),
 }
