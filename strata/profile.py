@@ -330,10 +330,15 @@ def extrapolated(profile: Profile, tier: str, model: str, params_b: float, draws
     Unchanged inside the range, without a scale, or for a point estimate."""
     scale = (profile.extrapolation or {}).get(tier)
     sd = scale.sd(params_b, profile.data.params_b) if scale is not None else 0.0
+    return _shifted(draws, sd, f"{model}\x00{tier}\x00extrapolation")
+
+
+def _shifted(draws: np.ndarray, sd: float, key: str) -> np.ndarray:
+    """``draws`` (S, M) moved by one deviation per draw of sd ``sd`` on the ln(-ln) scale, shared by the columns
+    (a model's configurations), seeded by ``key``; unchanged for sd 0 or a point estimate."""
     if sd <= 0 or draws.shape[0] < 2:
         return draws
-    rng = np.random.default_rng(zlib.crc32(f"{model}\x00{tier}\x00extrapolation".encode()))
-    eps = np.asarray(rng.standard_normal(draws.shape[0]))
+    eps = np.asarray(np.random.default_rng(zlib.crc32(key.encode())).standard_normal(draws.shape[0]))
     z = np.log(-np.log(np.clip(draws, 1e-12, 1 - 1e-12)))
     return np.exp(-np.exp(z + sd * eps[:, None]))
 
@@ -344,12 +349,7 @@ def stage_widened(profile: Profile, tier: str, model: str, stage: str | None, dr
     and tier). Unchanged for a stage the profile knows, an unknown stage, or without a measured shift."""
     shift = profile.stage_shift
     sd = shift.sd.get(tier, 0.0) if shift is not None and stage == shift.stage else 0.0
-    if sd <= 0 or draws.shape[0] < 2:
-        return draws
-    rng = np.random.default_rng(zlib.crc32(f"{model}\x00{tier}\x00stage".encode()))
-    eps = np.asarray(rng.standard_normal(draws.shape[0]))
-    z = np.log(-np.log(np.clip(draws, 1e-12, 1 - 1e-12)))
-    return np.exp(-np.exp(z + sd * eps[:, None]))
+    return _shifted(draws, sd, f"{model}\x00{tier}\x00stage")
 
 
 def unpinned(

@@ -19,7 +19,11 @@ def _run(args):
 
 
 # Shipped NUTS profiles, each fitted jointly with the other families (one fit: families are read in one order).
-BAYESIAN = {"qwen3": ("llama", "llama3"), "llama": ("qwen3", "llama3"), "llama3": ("qwen3", "llama")}
+BAYESIAN = {
+    "qwen3": ("llama", "llama3", "qwen1-chat"),
+    "llama": ("qwen3", "llama3", "qwen1-chat"),
+    "llama3": ("qwen3", "llama", "qwen1-chat"),
+}
 
 
 @pytest.mark.parametrize("name", ["qwen3-base"])
