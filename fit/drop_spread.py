@@ -25,15 +25,11 @@ from collections.abc import Mapping
 import numpy as np
 
 from fit.collapse import configurations
-from fit.profiles import Rows
-from strata.law import COEF_NAMES, LawCoef, effective_group_size, linearize, log_neg_log_acc, normalize
-from strata.profile import DropSpread, LawFit
+from fit.profiles import BITS_SUPPORTED, Rows
+from strata.law import effective_group_size, linearize, log_neg_log_acc, normalize
+from strata.profile import DropSpread, LawFit, point_coef
 
-MIN_BITS = 3.0  # 2-bit rows belong to the collapse model (and the smooth law overshoots them; fit validate)
-
-
-def _point(law: LawFit) -> LawCoef:
-    return LawCoef(*(np.array([[getattr(law.coef, k)]]) for k in COEF_NAMES))
+MIN_BITS = BITS_SUPPORTED[0]  # 2-bit rows belong to the collapse model (the smooth law overshoots them)
 
 
 def drop_spreads(
@@ -66,14 +62,13 @@ def drop_spreads(
         n_u = np.array([u.n_items or 1000 for _, _, u in pairs], float)
         acc_u = np.array([u.accuracy for _, _, u in pairs], float)
         z_q, _ = linearize(normalize(np.array([r.accuracy for r, _, _ in pairs], float), chance), n_q)
-        y_u = normalize(acc_u, chance)
-        z_u, _ = linearize(y_u, n_u)
+        z_u, _ = linearize(normalize(acc_u, chance), n_u)
         one = np.ones_like(params)
-        law_q = np.asarray(log_neg_log_acc(_point(tiers[tier]), params, bits, group, calib))[0]
-        law_u = np.asarray(log_neg_log_acc(_point(unquantized[tier]), params, one * 16, one, one * 2))[0]
+        law_q = np.asarray(log_neg_log_acc(point_coef(tiers[tier]), params, bits, group, calib))[0]
+        law_u = np.asarray(log_neg_log_acc(point_coef(unquantized[tier]), params, one * 16, one, one * 2))[0]
         resid = (z_q - z_u) - (law_q - law_u)
-        # the 16-bit score's item noise on z, by the delta method: var(y) / (y ln y)^2
-        y = np.clip(y_u, 1.0 / (2 * n_u), 1 - 1.0 / (2 * n_u))
+        # the 16-bit score's item noise on z, by the delta method: var(y) / (y ln y)^2, at y as linearize moved it
+        y = np.exp(-np.exp(z_u))
         var_u = acc_u * (1 - acc_u) / n_u / (1 - chance) ** 2 / (y * np.log(y)) ** 2
         sd = float(np.sqrt(max(float(np.mean(resid**2) - np.mean(var_u)), 0.0)))
         out[tier] = DropSpread(sd=round(sd, 6), n=len(pairs), models=len({r.model for r, _, _ in pairs}))

@@ -19,12 +19,10 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from fit.profiles import Rows, tier_obs
-from strata.law import COEF_NAMES, LawCoef, linearize, log_neg_log_acc
-from strata.profile import Profile, StageShift
+from fit.profiles import BITS_SUPPORTED, Rows, tier_obs
+from strata.law import linearize, log_neg_log_acc
+from strata.profile import Profile, StageShift, point_coef
 from strata.stage import BASE, POST_TRAINED, stage_class
-
-MIN_BITS = 3.0
 
 
 def stage_shift(other: Rows, profile: Profile) -> StageShift | None:
@@ -33,7 +31,7 @@ def stage_shift(other: Rows, profile: Profile) -> StageShift | None:
     classes = {stage_class(r.stage) for r in other.rows}
     if len(classes) != 1 or None in classes:
         return None
-    kept = other.where(lambda r: r.bits >= MIN_BITS)
+    kept = other.where(lambda r: r.bits >= BITS_SUPPORTED[0])
     sd: dict[str, float] = {}
     n, models = 0, set()
     for tier, law in profile.tiers.items():
@@ -41,8 +39,7 @@ def stage_shift(other: Rows, profile: Profile) -> StageShift | None:
         if len(obs) == 0:
             continue
         z, _ = linearize(obs.y_adj, obs.n)
-        coef = LawCoef(*(np.array([[getattr(law.coef, k)]]) for k in COEF_NAMES))
-        resid = z - np.asarray(log_neg_log_acc(coef, obs.params, obs.bits, obs.group, obs.calib))[0]
+        resid = z - np.asarray(log_neg_log_acc(point_coef(law), obs.params, obs.bits, obs.group, obs.calib))[0]
         omega = float(np.mean(law.draws["omega"])) if law.draws and "omega" in law.draws else 0.0
         sd[tier] = round(float(np.sqrt(max(float(np.mean(resid**2)) - omega**2, 0.0))), 6)
         n += len(obs)

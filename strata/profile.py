@@ -309,6 +309,11 @@ def law_coef(law: LawFit) -> LawCoef:
     """The law's coefficients as arrays of shape (S, 1): its draws, or its point estimate (S = 1)."""
     if law.draws:
         return LawCoef(*(np.asarray(law.draws[k], float)[:, None] for k in COEF_NAMES))
+    return point_coef(law)
+
+
+def point_coef(law: LawFit) -> LawCoef:
+    """The law's point coefficients as arrays of shape (1, 1), whatever draws it carries."""
     return LawCoef(*(np.array([[getattr(law.coef, k)]]) for k in COEF_NAMES))
 
 
