@@ -20,7 +20,7 @@ import numpy as np
 from strata.baseline import Baseline, adj_from_z, conditioned_z, parse_baseline, tier_baseline_z
 from strata.law import log_neg_log_acc
 from strata.metric import law_task, task_of_law, tier_members
-from strata.profile import LawFit, Profile, law_coef, law_draws, tier_law_for, unpinned
+from strata.profile import LawFit, Profile, law_coef, law_draws, point_coef, task_law_for, tier_law_for, unpinned
 
 _SHIPPED = Path(__file__).with_name("data") / "baselines.json"
 ANCHOR = (8.0, 128.0, 128.0)  # (B, G, Cb) a new family's drop is carried from (Conditioning._laws)
@@ -51,6 +51,11 @@ def shipped_baseline(*names: str) -> tuple[Baseline, str] | None:
 def _z(law: LawFit, params: float, bits: Any, group: Any, calib: Any) -> np.ndarray:
     """z = ln(-ln Acc_adj) of the law itself (no model deviation), (S, M)."""
     return np.asarray(log_neg_log_acc(law_coef(law), params, bits, group, calib))
+
+
+def _point_z(law: LawFit, params: float, bits: Any, group: Any, calib: Any) -> np.ndarray:
+    """z of the law's point coefficients, (1, M): the fit's own estimate, as ``fit.drop_spread`` reads it."""
+    return np.asarray(log_neg_log_acc(point_coef(law), params, bits, group, calib))
 
 
 def _align(z: np.ndarray, size: int, key: str) -> np.ndarray:
@@ -127,21 +132,23 @@ class Conditioning:
         """Draws of the tier's law at the configurations (S, M) and of its 16-bit counterpart (S, 1), and the drop
         sd (S,): the drop applied to the baseline is their difference.
 
-        For a family the profile was fitted on, the counterpart is the profile's 16-bit law. A new family's
-        quantized law (the population's, drawn with tau) and the fitted family's 16-bit law have different levels,
-        and their difference would carry that offset as a drop; so its counterpart is the same law at an anchor
-        (8-bit, G = 128, Cb = 128) plus the fitted family's own gap from that anchor to 16 bits."""
+        The counterpart is the same law's draws at an anchor (8-bit, G = 128, Cb = 128) less the point gap from
+        that anchor to 16 bits of the fitted family's own laws (quantized and 16-bit). The two laws are fitted
+        apart, so their draws are independent: differencing them drew both laws' uncertainty about the *level*
+        of the models (most of their spread, and it cancels in a drop), which widened every interval about
+        twofold (an 8-bit drop of 0 +- 0.07 on ln(-ln)). Within one law's draws the level cancels and what is left
+        is its uncertainty about the effects of B, G and Cb; the gap's own error is in the measured drop spread,
+        which is taken about this same point drop (``fit.drop_spread``). A new family's law (the population's,
+        drawn with tau) has a level of its own, and the anchor keeps its offset from the fitted family's out of
+        the drop as well."""
         law = tier_law_for(self.profile, tier, self.family)
         assert law is not None  # a conditioned tier has a law (Conditioning.of)
-        unq = self.profile.unquantized[tier]
         zq = _z(law, self.params, bits, group, calib)
+        anchor = [np.array([v]) for v in ANCHOR]
         one = np.array([1.0])
-        zu = _align(_z(unq, self.params, one * 16, one, one * 2), zq.shape[0], f"{self.model}:{tier}:u")
-        own = self.profile.tiers[tier]
-        if law is not own:
-            anchor = [np.array([v]) for v in ANCHOR]
-            gap = _align(_z(own, self.params, *anchor), zq.shape[0], f"{self.model}:{tier}:own") - zu
-            zu = _z(law, self.params, *anchor) - gap
+        own, unq = self.profile.tiers[tier], self.profile.unquantized[tier]
+        gap = _point_z(own, self.params, *anchor) - _point_z(unq, self.params, one * 16, one, one * 2)
+        zu = _z(law, self.params, *anchor) - gap
         return zq, zu, self._drop_sd(tier, law, zq.shape[0])
 
     def _baseline_z(self, tasks: list[str], size: int, key: str) -> np.ndarray:
@@ -183,6 +190,7 @@ class Conditioning:
         law = self.profile.tasks[task]
         tier = law.tier
         if tier is None or tier not in self.tiers or task not in self.tiers[tier]:
+            law = task_law_for(self.profile, task, self.family)  # a new family's task law is drawn with sigma
             own = law_draws(law, self.params, bits, group, calib, model=self.model, tier=tier)
             # no baseline pins this task's level: widened past the fitted sizes and for another stage, as the law
             # alone is

@@ -44,7 +44,7 @@ from strata.collapse import mix, probability
 from strata.errors import UserError
 from strata.law import TIERS, denormalize, effective_group_size, group_size_problem
 from strata.metric import tier_members
-from strata.profile import LawFit, Profile, law_draws, seed_noise, tier_law_for, unpinned
+from strata.profile import LawFit, Profile, law_draws, seed_noise, task_law_for, tier_law_for, unpinned
 
 DEFAULT_BITS = (2, 3, 4, 8)
 DEFAULT_GROUPS = (32, 64, 128, 256, -1)
@@ -92,7 +92,8 @@ class Query:
         return self._collapse(self._seed_noise(smooth, tier, bits), known, bits, group)
 
     def task_draws(self, task: str, bits: Any, group: Any, calib: Any) -> np.ndarray:
-        c, m, law = self.conditioning, self.model, self.profile.tasks[task]
+        c, m = self.conditioning, self.model
+        law = task_law_for(self.profile, task, m.family)  # a new family's task law is drawn with sigma
         if c is not None:
             smooth = c.task(task, bits, group, calib)
         else:

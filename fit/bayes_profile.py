@@ -107,6 +107,10 @@ def _thin(a: np.ndarray, k: int = PROFILE_DRAWS) -> np.ndarray:
     return a[idx]
 
 
+def _tier_omega(post: Posterior, omega: np.ndarray | None, tier: str | None) -> np.ndarray | None:
+    return None if omega is None or tier is None else omega[:, post.tier_names.index(tier)]
+
+
 def _law_fit(coef: LawCoef, omega: np.ndarray | None, obs: Obs) -> LawFit:
     """Posterior draws of one law as a LawFit, with OLS-comparable metrics of its posterior-mean law."""
     arrays = {k: np.asarray(v, float) for k, v in zip(COEF_NAMES, coef.as_tuple(), strict=True)}
@@ -206,9 +210,17 @@ def bayes_profile(
         for i, t in enumerate(post.tier_names)
         if t in tiers
     }
+    new_tasks = {
+        k: TaskLaw.model_validate(
+            {**_law_fit(post.new_family_task(k, seed=settings.seed), _tier_omega(post, omega, law.tier), empty)
+             .model_dump(), "tier": law.tier, "chance": law.chance}
+        )
+        for k, law in tasks.items()
+        if k in post.task_names and law.tier in new
+    }  # fmt: skip
     extra = {
         "likelihood": post.likelihood,
         "diagnostics": diag,
-        "new_family": NewFamily(families=list(post.family_names), tiers=new),
+        "new_family": NewFamily(families=list(post.family_names), tiers=new, tasks=new_tasks),
     }
     return assemble(spec, quant, Counter(quant.excluded), command, settings=settings, laws=laws, ref=ref, **extra)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 import os
 import time
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -150,6 +151,7 @@ class Posterior:
     warnings: list[str]
     priors: Priors
     seconds: float
+    task_observed: np.ndarray | None = None  # (F, K): which family measured which task (others are prior draws)
 
     @property
     def num_draws(self) -> int:
@@ -180,13 +182,66 @@ class Posterior:
         rng = np.random.default_rng(seed)
         pop = self.population
         s, d = self.num_draws, self.hyper["tau"].shape[-1]
-        tau = self.hyper["tau"]
-        if len(self.family_names) < 2:
-            tau = np.abs(rng.standard_normal((s, d))) * np.asarray(self.priors.tau[:d])
+        tau = self._tau(rng)
         dev = tau * rng.standard_normal((s, d))  # centred scale: c, alpha, beta, ...
         slopes = dev[:, 1:]
         ln_a = pop["ln_a"][:, t] + ln_a_from_centred(dev[:, 0], slopes, self.centre)
         rest = [pop[f][:, t] + (slopes[:, j] if j < d - 1 else 0.0) for j, f in enumerate(law.COEF_NAMES[1:])]
+        return law.LawCoef(ln_a, *rest)
+
+    def _tau(self, rng: np.random.Generator) -> np.ndarray:
+        """Draws (S, d) of tau: its posterior, or with one family fitted (tau not identified) its prior's."""
+        tau = self.hyper["tau"]
+        if len(self.family_names) < 2:
+            tau = np.abs(rng.standard_normal(tau.shape)) * np.asarray(self.priors.tau[: tau.shape[-1]])
+        return np.asarray(tau)
+
+    def new_family_task(self, task: str, *, seed: int = 0) -> law.LawCoef:
+        """Draws (S,) of a task's law for a family the fit has not seen: its tier's new-family law (the same
+        family deviation, ``new_family``) moved by the task's offset from its tier, and by a family's own
+        deviation from that offset.
+
+        The model keeps task offsets per family (theta_{f,k} about the family's mean task law, sd sigma), with no
+        population task effect: drawn from sigma alone, a new family's ARC-Easy would forget that ARC-Easy is
+        easier than ARC-Challenge for every family (sigma holds those differences of difficulty; on the
+        published rows that gave 90% intervals 60 points wide). So the offset is the mean over the fitted
+        families that measured the task (of theta_{f,k} - the mean of family f's laws of that tier's tasks), and
+        the deviation's sd is how far families' offsets of the same task differ, pooled over the tier's tasks
+        that two or more families measured (a family x task interaction: Qwen3's MMLU sits far above the Llamas'
+        for their ARC scores). Where no task of the tier was measured by two families the interaction is not
+        identified and tau, the between-family spread of a tier law, stands in. On the centred scale, as tau."""
+        k = _index(self.task_names, task, "task")
+        t = int(self.task_tier[k])
+        tier = self.new_family(self.tier_names[t], seed=seed)
+        names = law.COEF_NAMES
+        slopes = np.stack([self.task[f] for f in names[1:]], axis=-1)  # (S, F, K, 4)
+        theta = np.concatenate(
+            [(self.task["ln_a"] + (slopes * self.centre[: slopes.shape[-1]]).sum(axis=-1))[..., None], slopes],
+            axis=-1,
+        )  # (S, F, K, 5): centred intercept c and the exponents
+        n_f, n_k = theta.shape[1], theta.shape[2]
+        seen = np.ones((n_f, n_k), bool) if self.task_observed is None else np.asarray(self.task_observed, bool)
+        members = seen & (np.asarray(self.task_tier) == t)[None, :]  # (F, K)
+        fams = [f for f in range(n_f) if members[f].any()]
+        offset = {
+            f: theta[:, f] - theta[:, f][:, members[f]].mean(axis=1, keepdims=True) for f in fams
+        }  # f -> (S, K, 5), meaningful where members[f]
+        measured = [f for f in fams if members[f, k]]
+        if not measured:  # no fitted family measured it: the tier's law, the task unknown within it
+            return tier
+        mean_k = np.mean([offset[f][:, k] for f in measured], axis=0)  # (S, 5)
+        sq, dof = np.zeros_like(mean_k), 0
+        for j in range(n_k):
+            by = [offset[f][:, j] for f in fams if members[f, j]]
+            if len(by) >= 2:
+                sq += ((np.array(by) - np.mean(by, axis=0)) ** 2).sum(axis=0)
+                dof += len(by) - 1
+        rng = np.random.default_rng([seed, zlib.crc32(task.encode())])
+        tau = self._tau(rng)
+        spread = np.sqrt(sq / dof) if dof else np.pad(tau, ((0, 0), (0, theta.shape[-1] - tau.shape[-1])))
+        dev = mean_k + spread * rng.standard_normal(mean_k.shape)
+        ln_a = tier.ln_a + ln_a_from_centred(dev[:, 0], dev[:, 1:], self.centre)
+        rest = [getattr(tier, f) + dev[:, 1 + j] for j, f in enumerate(names[1:])]
         return law.LawCoef(ln_a, *rest)
 
     def interval(self, group: str, level: float = 0.9) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
@@ -260,7 +315,15 @@ def _build(
         warnings=warnings,
         priors=priors,
         seconds=seconds,
+        task_observed=_observed(design, len(data.family_names), len(data.task_names)),
     )
+
+
+def _observed(design: Design, n_f: int, n_k: int) -> np.ndarray:
+    seen = np.ones((n_f, n_k), bool)
+    if len(design.unobserved):
+        seen[design.unobserved[:, 0], design.unobserved[:, 1]] = False
+    return seen
 
 
 def _law_scale_groups(draws: dict[str, np.ndarray], design: Design) -> dict[str, dict[str, np.ndarray]]:

@@ -15,9 +15,12 @@ Per tier t, on z = ln(-ln Acc_adj):
     z(x)  = z_quantized_law(x) + u_t + e,  e ~ N(0, s_t)     i.e. baseline + the law's drop z_q(x) - z_u(N)
 
 so a prediction is the baseline moved by the law's predicted drop. Its interval carries the baseline's item noise
-(each task's accuracy drawn from its Beta posterior), the law's uncertainty about the drop (the draws of both
-laws) and ``s_t``, how far one model's drop strays from the law's (``drop_sd`` in the profile, measured on the
-fitted models; where a profile has none, the law's own model deviation omega stands in, which is wider).
+(each task's accuracy drawn from its Beta posterior), the law's uncertainty about the drop and ``s_t``, how far
+one model's drop strays from the law's (``drop_sd`` in the profile, measured on the fitted models; where a profile
+has none, the law's own model deviation omega stands in, which is wider). The law's uncertainty about the drop is
+taken within the quantized law's own draws, against the same draws at an anchor configuration (8-bit, G = 128)
+(``advisor.condition.Conditioning._laws``): the quantized and 16-bit laws are fitted apart, and differencing their
+independent draws would count their uncertainty about the models' level, which a drop does not have.
 """
 
 from __future__ import annotations

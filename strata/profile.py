@@ -139,6 +139,9 @@ class NewFamily(Strict):
 
     families: list[str] = Field(description="the families the population is fitted on")
     tiers: dict[str, LawFit] = Field(description="tier -> the law of a new family (population + a tau deviation)")
+    tasks: dict[str, TaskLaw] = Field(
+        default_factory=dict, description="task -> its law for a new family (its tier's + a sigma deviation)"
+    )
 
 
 class SeedSpread(Strict):
@@ -212,6 +215,15 @@ class CollapseModel(Strict):
     n_configs: int
     n_collapsed: int
     source: str = Field(description="what the model was fitted on")
+
+
+def task_law_for(profile: Profile, task: str, family: str) -> TaskLaw:
+    """The task law to predict a model of ``family`` with: the profile's own, or for a family the profile was not
+    fitted on, its new-family task law (where it has one): a family's task offsets are its own."""
+    nf = profile.new_family
+    if family not in profile.families and nf is not None and task in nf.tasks:
+        return nf.tasks[task]
+    return profile.tasks[task]
 
 
 def tier_law_for(profile: Profile, tier: str, family: str) -> LawFit | None:

@@ -150,3 +150,23 @@ def test_a_baseline_on_a_metric_the_profile_never_fitted_is_said_unused(tmp_path
     assert pred.baseline is not None and pred.baseline.conditioned["KR"] == ["winogrande"]
     assert any(u.startswith("arc_challenge:acc_norm: the profile fits arc_challenge on another metric")
                for u in pred.baseline.unused)  # fmt: skip
+
+
+def test_the_drop_is_taken_within_one_laws_draws_so_the_models_level_cancels():
+    """The 16-bit counterpart is the quantized law's own draws at the anchor less a point gap: at the anchor the
+    drop is the same in every draw (the laws' level uncertainty, fitted apart, used to double every interval), and
+    at 4 bits its spread is the law's uncertainty about B alone, far under the two laws' independent levels."""
+    from advisor.condition import ANCHOR, Conditioning
+    from strata.profile import law_draws, load_profile
+
+    profile = load_profile("profiles/qwen3.json")
+    base = parse_baseline({"tasks": {k: {"mean": v} for k, v in QWEN3_8B.items()}})
+    c = Conditioning.of(profile, "Qwen/Qwen3-8B", 8.2e9, base, "test", "Qwen3")
+    for tier in c.tiers:
+        zq, zu, _ = c._laws(tier, *(np.array([v]) for v in ANCHOR))
+        assert np.ptp(zq - zu) < 1e-9  # the same number in every draw, up to rounding
+        zq, zu, _ = c._laws(tier, np.array([4.0]), np.array([128.0]), np.array([128.0]))
+        one = np.array([1.0])
+        z16 = np.log(-np.log(law_draws(profile.unquantized[tier], 8.2e9, one * 16, one, one * 2)))
+        apart = np.hypot(np.std(zq), np.std(z16))  # the two laws' draws differenced as if independent
+        assert np.std(zq - zu) < 0.8 * apart, (tier, np.std(zq - zu), apart)

@@ -241,6 +241,29 @@ def test_a_new_family_is_predicted_wider_than_a_fitted_one(nuts_fit) -> None:
     assert np.std(one.new_family("KA", seed=0).alpha) > np.std(fitted.alpha)
 
 
+def test_a_new_familys_task_keeps_the_offset_the_fitted_families_share(nuts_fit) -> None:
+    """A new family's task law is its tier's new-family law moved by the task's offset, as the fitted families
+    measured it, with the spread between families' offsets: not the tier law +- sigma (which forgets that an easy
+    task is easy for every family). Built on the fit's own draws: two KA tasks, 'hard' 0.9 and 1.1 above 'easy'
+    on ln A in the two families (slopes equal), and one KR task."""
+    _, _, post = nuts_fit
+    s = post.num_draws
+    task = {f: np.repeat(post.task[f][:, :, :1], 3, axis=2).copy() for f in post.task}
+    task["ln_a"][:, :, 1] += np.array([0.9, 1.1])
+    p = infer.Posterior(**{**post.__dict__, "task_names": ["easy", "hard", "kr"], "task_tier": np.array([0, 0, 1]),
+                           "task": task, "task_observed": np.ones((2, 3), bool)})  # fmt: skip
+    easy, hard = p.new_family_task("easy", seed=0), p.new_family_task("hard", seed=0)
+    diff = hard.ln_a - easy.ln_a
+    assert diff.shape == (s,)
+    assert 0.85 < np.median(diff) < 1.15  # the shared offset, 1.0
+    # the offsets differ between families by +-0.05 about their mean: the spread is that, not sigma's
+    assert np.std(diff) < 0.2, np.std(diff)
+    assert np.std(p.new_family_task("easy", seed=0).beta) > np.std(post.coef("qwen3", tier="KA").beta)
+    # a tier of one task: its new-family law is the tier's
+    kr, tier = p.new_family_task("kr", seed=0), p.new_family("KR", seed=0)
+    assert np.allclose(kr.ln_a, tier.ln_a) and np.allclose(kr.beta, tier.beta)
+
+
 def test_posterior_predictive_interval_covers_the_observed_counts(nuts_fit) -> None:
     d, _, post = nuts_fit
     ppc = infer.posterior_predictive_check(post, d, level=0.9)

@@ -32,9 +32,10 @@ def test_leaving_a_qwen3_model_out_the_baseline_makes_the_intervals_honest(rows)
 def test_a_family_never_fitted_is_covered_with_its_baseline(rows):
     scores = leave_one_family_out(rows, ["qwen3", "llama", "llama3"], "ols", progress=lambda _m: None)
     base = _by(scores, "B >= 3", "law + baseline")
-    # OLS carries no between-family spread (the paper's procedure); with the baseline it still covers the truths,
-    # bar a Qwen3 4-bit row 8 points under its FP16 score that Llama-2's drop does not foresee
-    assert base.coverage is not None and base.coverage >= 0.85 and base.far <= 0.01 * base.n
+    # OLS carries no between-family spread (the paper's procedure); with the baseline it still covers the truths.
+    # Not too wide either: 0.96 measured, where differencing the two laws' independent draws gave 0.99 (the drop
+    # then carried both laws' uncertainty about the models' level, advisor.condition.Conditioning._laws)
+    assert base.coverage is not None and 0.85 <= base.coverage <= 0.975 and base.far <= 0.01 * base.n
     assert base.n > 280  # every family's rows, Llama-3's and the chat models' acc_norm / exact_match rows among them
 
 
