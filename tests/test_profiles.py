@@ -198,6 +198,7 @@ def test_fit_report_writes_the_figures_and_summary(tmp_path):
     assert "| tier KA |" in summary and "(fixed)" in summary and "hold out Qwen3-14B" in summary
     assert "## Diagnostics" in summary and "divergent transitions: 0" in summary and "gate: passed" in summary
     assert "## What widens a prediction" in summary and "(base)" in summary and "Qwen3-8B-Base" in summary
+    assert "## A family the fit never saw" in summary and "| mmlu | KA |" in summary
     assert (tmp_path / "scaling_n.png").read_bytes()[:4] == b"\x89PNG"
 
 
