@@ -190,7 +190,7 @@ class Conditioning:
         law = self.profile.tasks[task]
         tier = law.tier
         if tier is None or tier not in self.tiers or task not in self.tiers[tier]:
-            law = task_law_for(self.profile, task, self.family)  # a new family's task law is drawn with sigma
+            law = task_law_for(self.profile, task, self.family)  # a new family's: drawn from the population
             own = law_draws(law, self.params, bits, group, calib, model=self.model, tier=tier)
             # no baseline pins this task's level: widened past the fitted sizes and for another stage, as the law
             # alone is

@@ -93,7 +93,7 @@ class Query:
 
     def task_draws(self, task: str, bits: Any, group: Any, calib: Any) -> np.ndarray:
         c, m = self.conditioning, self.model
-        law = task_law_for(self.profile, task, m.family)  # a new family's task law is drawn with sigma
+        law = task_law_for(self.profile, task, m.family)  # a new family's: drawn from the population
         if c is not None:
             smooth = c.task(task, bits, group, calib)
         else:

@@ -178,8 +178,7 @@ def bayes_profile(
         obs = tier_obs(quant, t)
         if len(obs) == 0:
             continue
-        ti = post.tier_names.index(t)
-        tiers[t] = _law_fit(family_tier_law(post, family, quant, t), None if omega is None else omega[:, ti], obs)
+        tiers[t] = _law_fit(family_tier_law(post, family, quant, t), _tier_omega(post, omega, t), obs)
         baseline[t] = _fit(obs, t, COEF_NAMES[:3], draws=False)
         unq = unquantized_tier_law(ref, t, tier_law_members(quant, t))
         if unq is not None:
@@ -189,9 +188,7 @@ def bayes_profile(
         if len(obs) == 0:
             continue
         tier = post.tier_names[int(post.task_tier[k])]
-        law = _law_fit(
-            post.coef(family, task=task), None if omega is None else omega[:, post.tier_names.index(tier)], obs
-        )
+        law = _law_fit(post.coef(family, task=task), _tier_omega(post, omega, tier), obs)
         chance = next(r.chance for r in quant.rows if r.task == task) or 0.0
         tasks[task] = TaskLaw.model_validate({**law.model_dump(), "tier": tier, "chance": chance})
     for task in sorted({r.task for r in quant.rows if r.tier is None}):  # placed in no tier: not in the model
@@ -206,8 +203,8 @@ def bayes_profile(
     # between the fitted families), so the advisor answers for it honestly wide instead of refusing it.
     empty = tier_obs(Rows([], []), None)
     new = {
-        t: _law_fit(post.new_family(t, seed=settings.seed), None if omega is None else omega[:, i], empty)
-        for i, t in enumerate(post.tier_names)
+        t: _law_fit(post.new_family(t, seed=settings.seed), _tier_omega(post, omega, t), empty)
+        for t in post.tier_names
         if t in tiers
     }
     new_tasks = {

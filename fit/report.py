@@ -224,18 +224,19 @@ def summary_markdown(profile: Profile, validation: str | None = None, diagnostic
 
 def _new_family_lines(profile: Profile) -> list[str]:
     """A family the profile was not fitted on, law alone: each task's median and 90% interval beside the fitted
-    family's, at the data's middle size, 4-bit G=128 (Cb at the data's, 128 where present)."""
+    family's, at the data's middle size, 4-bit, at the figures' (G, Cb) (``reference``)."""
     nf, d = profile.new_family, profile.data
     assert nf is not None
     size = float(np.sqrt(d.params_b[0] * d.params_b[1])) * 1e9
-    calib = 128 if 128 in d.calib_samples or not d.calib_samples else d.calib_samples[0]
-    at = (np.array([4.0]), np.array([128.0]), np.array([float(calib)]))
+    group, calib = reference(profile)
+    at = (np.array([4.0]), np.array([group]), np.array([calib]))
 
     def cell(law: LawFit) -> str:
         x = law_draws(law, size, *at)[:, 0]
         return f"{np.median(x):.3f} [{np.quantile(x, 0.05):.3f}, {np.quantile(x, 0.95):.3f}]"
 
-    head = f"## A family the fit never saw (law alone; chance-adjusted, {size / 1e9:.3g}B, 4-bit G=128, Cb {calib})"
+    where = f"{size / 1e9:.3g}B, 4-bit G={group:g}, Cb {calib:g}"
+    head = f"## A family the fit never saw (law alone; chance-adjusted, {where})"
     fitted = " / ".join(profile.families)
     lines = ["", head, "", f"| task | tier | {fitted} | a new family |", "|---|---|---|---|"]
     for name, law in nf.tasks.items():

@@ -140,7 +140,8 @@ class NewFamily(Strict):
     families: list[str] = Field(description="the families the population is fitted on")
     tiers: dict[str, LawFit] = Field(description="tier -> the law of a new family (population + a tau deviation)")
     tasks: dict[str, TaskLaw] = Field(
-        default_factory=dict, description="task -> its law for a new family (its tier's + a sigma deviation)"
+        default_factory=dict,
+        description="task -> its law for a new family (its tier's, moved by the offset the fitted families share)",
     )
 
 
