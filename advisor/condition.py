@@ -48,6 +48,14 @@ def shipped_baseline(*names: str) -> tuple[Baseline, str] | None:
     return None
 
 
+def _tier_map_items(name: str) -> int | None:
+    from strata.tiermap import load_tier_map
+
+    tmap = load_tier_map()
+    spec = tmap.tasks.get(tmap.resolve(task_of_law(name)) or task_of_law(name))
+    return spec.items if spec is not None and spec.items else None
+
+
 def _z(law: LawFit, params: float, bits: Any, group: Any, calib: Any) -> np.ndarray:
     """z = ln(-ln Acc_adj) of the law itself (no model deviation), (S, M)."""
     return np.asarray(log_neg_log_acc(law_coef(law), params, bits, group, calib))
@@ -81,6 +89,7 @@ class Conditioning:
     law_only: dict[str, list[str]] = field(default_factory=dict)  # tier -> its tasks the baseline lacks
     skipped: dict[str, str] = field(default_factory=dict)  # tier -> why it is not conditioned
     unused: list[str] = field(default_factory=list)  # baseline tasks the profile does not use, with why
+    whole: dict[str, int | None] = field(default_factory=dict)  # task -> items in its whole test split, if known
 
     @classmethod
     def of(
@@ -95,15 +104,14 @@ class Conditioning:
     ) -> Conditioning:
         # Each score under the name of the law it measures: arc_challenge on acc_norm is arc_challenge:acc_norm.
         baseline = baseline.model_copy(update={"tasks": {law_task(k, t.metric): t for k, t in baseline.tasks.items()}})
-        items = {name: t.n for name, t in baseline.tasks.items() if t.n is not None}
-        if len(items) < len(baseline.tasks):  # the tier map says how many items a task has
-            from strata.tiermap import load_tier_map
-
-            tmap = load_tier_map()
-            for name in baseline.tasks.keys() - items.keys():
-                spec = tmap.tasks.get(tmap.resolve(task_of_law(name)) or task_of_law(name))
-                items[name] = spec.items if spec is not None and spec.items else UNKNOWN_ITEMS
-        c = cls(profile, model, params, baseline, source, items, family, stage)
+        # Items in each task: its law's (the most its fitted rows were scored on), else the tier map's (read only
+        # then: the YAML reader is most of a cold start).
+        whole: dict[str, int | None] = {}
+        for name in baseline.tasks:
+            law = profile.tasks.get(name)
+            whole[name] = law.items if law is not None and law.items else _tier_map_items(name)
+        items = {name: t.n or whole[name] or UNKNOWN_ITEMS for name, t in baseline.tasks.items()}
+        c = cls(profile, model, params, baseline, source, items, family, stage, whole=whole)
         used: set[str] = set()
         tiers_of = {k: law.tier for k, law in profile.tasks.items()}
         for tier in profile.tiers:
@@ -152,7 +160,10 @@ class Conditioning:
         return zq, zu, self._drop_sd(tier, law, zq.shape[0])
 
     def _baseline_z(self, tasks: list[str], size: int, key: str) -> np.ndarray:
-        data = {k: (self.baseline.tasks[k].mean, self.items[k], self.profile.tasks[k].chance) for k in tasks}
+        data = {
+            k: (self.baseline.tasks[k].mean, self.items[k], self.profile.tasks[k].chance, self.whole.get(k))
+            for k in tasks
+        }
         return tier_baseline_z(data, size, f"{self.model}:{key}:baseline")[0]
 
     def _drop_sd(self, tier: str, law: LawFit, size: int) -> np.ndarray:

@@ -80,12 +80,17 @@ def main() -> None:
             "source": r.source,
         }
         truth = float(r.accuracy)  # type: ignore[arg-type]
+        answers = {}
         for mode in ("advisor, baseline", "advisor, no baseline"):
             key = (f"{r.source}|{r.model}|{r.bits}|{r.group_size}|{r.calib_samples}", mode == "advisor, baseline", "")
             if key not in cache:
                 q = api._query(info, prof_name, base if key[1] else None, published=False, requested=r.model)
                 cache[key] = core.predict(q, r.bits, r.group_size, r.calib_samples or 128, extrapolate=True)
-            t = cache[key].tasks[r.task]
+            answers[mode] = cache[key].tasks.get(r.task)
+        if any(t is None for t in answers.values()):
+            continue  # a task the advisor does not predict for this model (in no tier, for a new family)
+        for mode, t in answers.items():
+            assert t is not None
             results[(split, mode)].append((truth, t.point, t.lo, t.hi))
         results[(split, "copy FP16")].append((truth, float(fp16[(r.source, r.model, r.task)].accuracy), None, None))  # type: ignore[arg-type]
 

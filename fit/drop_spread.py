@@ -7,11 +7,14 @@ z = ln(-ln Acc_adj),
 
     r = (z_row - z_16bit_row) - (z_tier_law(N, B, G, Cb) - z_16bit_tier_law(N))
 
-and ``sd`` is sqrt(mean r^2 - mean var(z_16bit_row)): the root mean square (a law whose drop is biased counts its
-bias) less the 16-bit score's item noise, because the advisor adds that noise itself, from the baseline's own
-items, so that the two together give back the drops' measured scatter. (A quantized and a 16-bit score on the
-same items err together, so r itself carries little item noise: the baseline's often accounts for all of it, and
-the spread is then 0.) Collapsed configurations (median retained
+and ``sd`` is sqrt(mean r^2), the root mean square (a law whose drop is biased counts its bias). A quantized and a
+16-bit score on the same items err together, so r carries only the items that flip between them, and that is
+what a prediction from a baseline over the same items has to carry too: the advisor adds the baseline's own item
+noise only where the baseline did not see the whole test split (``strata.baseline.tier_baseline_z``). (Before,
+the 16-bit score's full item noise was taken out of the spread and added back by the advisor. That noise is
+larger than the drops' measured scatter on KR, so the spread was clipped at 0, and the intervals still carried
+more than the scatter: 96-97% held-out coverage for a 90% interval.)
+Collapsed configurations (median retained
 fraction under the collapse threshold) are left out: the collapse model answers for them, not the smooth drop.
 
 Before this, the Bayesian profiles stood in the law's omega (a model's deviation in *level*, several times wider
@@ -67,9 +70,6 @@ def drop_spreads(
         law_q = np.asarray(log_neg_log_acc(point_coef(tiers[tier]), params, bits, group, calib))[0]
         law_u = np.asarray(log_neg_log_acc(point_coef(unquantized[tier]), params, one * 16, one, one * 2))[0]
         resid = (z_q - z_u) - (law_q - law_u)
-        # the 16-bit score's item noise on z, by the delta method: var(y) / (y ln y)^2, at y as linearize moved it
-        y = np.exp(-np.exp(z_u))
-        var_u = acc_u * (1 - acc_u) / n_u / (1 - chance) ** 2 / (y * np.log(y)) ** 2
-        sd = float(np.sqrt(max(float(np.mean(resid**2) - np.mean(var_u)), 0.0)))
+        sd = float(np.sqrt(np.mean(resid**2)))
         out[tier] = DropSpread(sd=round(sd, 6), n=len(pairs), models=len({r.model for r, _, _ in pairs}))
     return out

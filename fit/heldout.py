@@ -95,6 +95,7 @@ def predict_rows(
         if info is None or base is None or r.task not in profile.tasks or r.group_size is None:
             continue
         own = {k[3]: v for k, v in fp16.items() if k[:3] == (r.source, r.model, r.stage)}
+        answers = {}
         for method in METHODS[:2]:
             key = (method, r.source, r.model, r.stage, r.bits, r.group_size, r.calib_samples)
             if key not in cache:
@@ -104,7 +105,10 @@ def predict_rows(
                     cond = Conditioning.of(profile, r.model, info.params, bl, r.source, family=r.family)
                 q = core.Query(info, profile, "held-out", cond)
                 cache[key] = core.predict(q, r.bits, r.group_size, r.calib_samples or 128, extrapolate=True)
-            t = cache[key].tasks[r.task]  # type: ignore[attr-defined]
+            answers[method] = cache[key].tasks.get(r.task)  # type: ignore[attr-defined]
+        if any(t is None for t in answers.values()):
+            continue  # not predicted for this model (a task in no tier, for a family the profile never saw)
+        for method, t in answers.items():
             out[method].append((float(r.accuracy), t.point, t.lo, t.hi, r.bits))  # type: ignore[arg-type]
         out["copy FP16"].append((float(r.accuracy), base, None, None, r.bits))  # type: ignore[arg-type]
     return out

@@ -358,6 +358,7 @@ def assemble(
     """A profile from its fitted laws (tiers, general, baseline, unquantized, tasks), what it was fitted on and
     the engine's settings that fitted it; with the 16-bit rows ``ref``, how far the models' drops stray from the
     laws' (``fit.drop_spread``)."""
+    laws = {**laws, "tasks": _with_items(laws["tasks"], quant.rows + (ref.rows if ref is not None else []))}
     return Profile(
         schema_version=PROFILE_SCHEMA_VERSION,
         name=spec.name,
@@ -377,6 +378,16 @@ def assemble(
         strata_version=_version(),
         **extra,
     )
+
+
+def _with_items(tasks: dict[str, TaskLaw], rows: list[ResultRow]) -> dict[str, TaskLaw]:
+    """Each task law with the most items any of its rows was scored on (``TaskLaw.items``)."""
+    most: dict[str, int] = {}
+    for r in rows:
+        if r.n_items:
+            key = law_task(r.task, r.metric)
+            most[key] = max(most.get(key, 0), int(r.n_items))
+    return {k: law.model_copy(update={"items": most.get(k, law.items)}) for k, law in tasks.items()}
 
 
 def _extrapolation(quant: Rows, tiers: list[str]) -> dict[str, ExtrapolationScale]:

@@ -15,12 +15,14 @@ Per tier t, on z = ln(-ln Acc_adj):
     z(x)  = z_quantized_law(x) + u_t + e,  e ~ N(0, s_t)     i.e. baseline + the law's drop z_q(x) - z_u(N)
 
 so a prediction is the baseline moved by the law's predicted drop. Its interval carries the baseline's item noise
-(each task's accuracy drawn from its Beta posterior), the law's uncertainty about the drop and ``s_t``, how far
-one model's drop strays from the law's (``drop_sd`` in the profile, measured on the fitted models; where a profile
-has none, the law's own model deviation omega stands in, which is wider). The law's uncertainty about the drop is
-taken within the quantized law's own draws, against the same draws at an anchor configuration (8-bit, G = 128)
-(``advisor.condition.Conditioning._laws``): the quantized and 16-bit laws are fitted apart, and differencing their
-independent draws would count their uncertainty about the models' level, which a drop does not have.
+(each task's accuracy drawn from its Beta posterior, as an estimate of the whole task's score: none for a
+baseline over the whole test split, ``tier_baseline_z``), the law's uncertainty about the drop and ``s_t``, how
+far one model's drop strays from the law's on the same items (``drop_sd`` in the profile, measured on the fitted
+models; where a profile has none, the law's own model deviation omega stands in, which is wider). The law's
+uncertainty about the drop is taken within the quantized law's own draws, against the same draws at an anchor
+configuration (8-bit, G = 128) (``advisor.condition.Conditioning._laws``): the quantized and 16-bit laws are
+fitted apart, and differencing their independent draws would count their uncertainty about the models' level,
+which a drop does not have.
 """
 
 from __future__ import annotations
@@ -105,19 +107,30 @@ def _z(acc_adj: np.ndarray, n: float) -> np.ndarray:
     return np.log(-np.log(y))
 
 
-def tier_baseline_z(tasks: dict[str, tuple[float, int, float]], size: int, seed_key: str) -> tuple[np.ndarray, float]:
-    """Draws of z(baseline tier value) from its tasks' (accuracy, items, chance): each task's accuracy from its
-    Beta(correct + 1/2, wrong + 1/2) posterior (the item noise), the tier value their unweighted chance-adjusted
-    mean (as everywhere, ``strata.answer``). Returns (draws, the point value of the tier)."""
+def tier_baseline_z(
+    tasks: dict[str, tuple[float, int, float, int | None]], size: int, seed_key: str
+) -> tuple[np.ndarray, float]:
+    """Draws of z(baseline tier value) from its tasks' (accuracy, items, chance, items in the whole task): each
+    task's accuracy from its Beta(correct + 1/2, wrong + 1/2) posterior (the item noise), the tier value their
+    unweighted chance-adjusted mean (as everywhere, ``strata.answer``). Returns (draws, the point value of the tier).
+
+    The noise is that of the baseline as an estimate of the *whole task's* score, the score the quantized model
+    will be measured on: the Beta spread times the finite-population factor sqrt(1 - n / items in the task). A
+    baseline over the whole test split (a model card's, a full `calibrate evaluate`) has none, because the
+    quantized model is then scored on the very same items, and how a quantized score strays from its baseline on
+    shared items is in the measured drop spread (``fit.drop_spread``); a baseline from a ``--limit`` subset keeps
+    most of it. A task of unknown size keeps all of it."""
     rng = np.random.default_rng(zlib.crc32(seed_key.encode()))
     adj = []
     point = []
-    for acc, n, chance in tasks.values():
+    for acc, n, chance, whole in tasks.values():
         correct = acc * n
         a = rng.beta(correct + 0.5, n - correct + 0.5, size)
+        fpc = 1.0 if whole is None else max(0.0, 1.0 - n / whole)
+        a = acc + np.sqrt(fpc) * (a - acc)
         adj.append((a - chance) / (1 - chance))
         point.append((acc - chance) / (1 - chance))
-    items = sum(n for _, n, _ in tasks.values())
+    items = sum(t[1] for t in tasks.values())
     return _z(np.mean(adj, axis=0), items), float(np.mean(point))
 
 

@@ -59,6 +59,12 @@ class LawFit(Strict):
 class TaskLaw(LawFit):
     tier: Literal["KM", "KA", "KR"] | None = None  # None: a task in no tier law
     chance: float
+    items: int | None = Field(
+        default=None,
+        gt=0,
+        description="items in the task's test split, the most any fitted row was scored on (where rows say): how "
+        "much of the task a baseline of n items saw, for a task the tier map does not size",
+    )
 
 
 class DataSummary(Strict):

@@ -334,3 +334,13 @@ def test_the_default_group_grid_is_fitted_to_a_narrow_model_and_a_chosen_one_is_
     assert [e.split(":")[0] for e in rec.excluded if e.startswith("G=")] == ["G=64", "G=128", "G=256"]
     with pytest.raises(AdviceError, match="group size 64"):
         advisor.recommend(zoo, min_km=0.1, group_sizes=[64, -1])
+
+
+def test_a_task_in_no_tier_is_left_out_for_a_family_no_profile_was_fitted_on():
+    """truthfulqa_mc1 (no tier) has only its fitted family's law; carried to Gemma-2 it said 0.252 [0.251, 0.253].
+    It is left out, and the answer says why; the fitted family keeps it."""
+    gemma = advisor.predict("google/gemma-2-9b", bits=4, group_size=128, calib_samples=128)
+    assert "truthfulqa_mc1" not in gemma.tasks and "arc_easy" in gemma.tasks
+    assert any(e.startswith("task truthfulqa_mc1: in no tier") for e in gemma.extrapolates)
+    llama = advisor.predict("meta-llama/Llama-2-7b-hf", bits=4, group_size=128, calib_samples=128)
+    assert "truthfulqa_mc1" in llama.tasks

@@ -74,6 +74,21 @@ def test_the_interval_carries_the_baseline_item_noise(tmp_path):
     assert (w[0].hi - w[0].lo) > 1.5 * (w[1].hi - w[1].lo)  # 30 items vs 14042
 
 
+def test_a_baseline_over_the_whole_task_carries_no_item_noise_a_subset_keeps_it():
+    """The baseline's noise is that of an estimate of the whole task's score (finite-population factor): over all
+    of a task's items the quantized model is scored on those same items, so no draw strays from the mean; from a
+    quarter of them the spread is the Beta posterior's times sqrt(3/4)."""
+    from strata.baseline import adj_from_z, tier_baseline_z
+
+    whole = adj_from_z(tier_baseline_z({"t": (0.7, 1000, 0.25, 1000)}, 4000, "k")[0])
+    part = adj_from_z(tier_baseline_z({"t": (0.7, 250, 0.25, 1000)}, 4000, "k")[0])
+    unknown = adj_from_z(tier_baseline_z({"t": (0.7, 250, 0.25, None)}, 4000, "k")[0])
+    assert float(np.ptp(whole)) < 1e-9  # the same value in every draw, up to rounding
+    beta_sd = np.sqrt(0.7 * 0.3 / 250) / 0.75  # of the chance-adjusted accuracy
+    assert abs(float(np.std(part)) / (beta_sd * np.sqrt(0.75)) - 1) < 0.08  # 4000 draws: sd's error ~1%, z's clip
+    assert abs(float(np.std(unknown)) / beta_sd - 1) < 0.08  # a task of unknown size keeps all of it
+
+
 def test_a_calibrate_evaluate_answer_is_a_baseline(tmp_path):
     answer = {"model": "m", "config": {"bits": None}, "tiers": {"KA": {"mean": 0.5}},
               "tasks": {"arc_easy": {"mean": 0.8, "lo": 0.78, "hi": 0.82, "level": 0.9, "n": 2376, "correct": 1901,
@@ -170,3 +185,17 @@ def test_the_drop_is_taken_within_one_laws_draws_so_the_models_level_cancels():
         z16 = np.log(-np.log(law_draws(profile.unquantized[tier], 8.2e9, one * 16, one, one * 2)))
         apart = np.hypot(np.std(zq), np.std(z16))  # the two laws' draws differenced as if independent
         assert np.std(zq - zu) < 0.8 * apart, (tier, np.std(zq - zu), apart)
+
+
+def test_the_zoos_tasks_are_sized_by_the_profile_where_the_tier_map_does_not_know_them():
+    """The shipped tier map does not hold the zoo's tasks; the strata-world profile's task laws say 640 items (the
+    sweep's), so a baseline from `calibrate evaluate --limit 640` is known to cover the whole task."""
+    from advisor.condition import Conditioning
+    from strata.profile import load_profile
+
+    profile = load_profile("profiles/strata-world.json")
+    base = parse_baseline({"tasks": {k: {"mean": 0.8, "n": 640} for k in profile.tasks}})
+    c = Conditioning.of(profile, "strata-zoo-222k", 2.2e5, base, "test", family="strata-world")
+    assert c.whole == dict.fromkeys(profile.tasks, 640)
+    draws = c.task_baseline("strata_world_km", 400)
+    assert float(np.ptp(draws)) < 1e-9  # no item noise left: the quantized model is scored on these very items

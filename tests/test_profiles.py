@@ -368,8 +368,9 @@ def test_validate_and_report_bad_input_is_one_line_exit_2_and_the_store_is_only_
 
 def test_drop_spread_is_the_rms_of_drops_about_the_tier_laws_less_the_baselines_item_noise():
     """fit.drop_spread on hand-made laws whose drop is known: four configurations measured 0.2 above and below the
-    law's drop on z = ln(-ln Acc_adj) give sqrt(0.2^2 - var(z of the 16-bit score)); a collapsed configuration
-    and a 2-bit row are left out (the collapse model answers for them)."""
+    law's drop on z = ln(-ln Acc_adj) give 0.2, their root mean square (the baseline's own item noise is not taken
+    out: a prediction from a baseline over the same items carries none); a collapsed configuration and a 2-bit row
+    are left out (the collapse model answers for them)."""
     import numpy as np
 
     from fit.drop_spread import drop_spreads
@@ -394,7 +395,23 @@ def test_drop_spread_is_the_rms_of_drops_about_the_tier_laws_less_the_baselines_
     spread = drop_spreads(
         Rows(quant, [64] * len(quant)), Rows(ref, [64]), {"KA": law(z(base) + 0.1)}, {"KA": law(z(base))}
     )
-    y = (base - 0.25) / 0.75
-    var_u = base * (1 - base) / 1000 / 0.75**2 / (y * np.log(y)) ** 2  # the delta method's item noise on z
     assert spread["KA"].n == 4 and spread["KA"].models == 1
-    assert_close(spread["KA"].sd, float(np.sqrt(0.2**2 - var_u)), rel=1e-4, abs_=1e-6)  # stored to 6 digits
+    assert_close(spread["KA"].sd, 0.2, rel=1e-4, abs_=1e-6)  # stored to 6 digits; acc_of rounds through floats
+
+
+def test_a_task_law_records_the_most_items_its_rows_were_scored_on():
+    """``TaskLaw.items`` (how much of a task a baseline of n items saw, where the tier map does not size it): the
+    most over the task's rows, a task on another metric under its own law's name, none where no row says."""
+    from fit.profiles import _with_items
+    from strata.profile import TaskLaw
+    from strata.rows import ResultRow
+
+    def row(task: str, metric: str, n: int | None) -> ResultRow:
+        return ResultRow(source="s", model="m", family="f", params_b=1.0, method="GPTQ", bits=4, group_size=128,
+                         calib_samples=128, task=task, tier="KA", chance=0.25, metric=metric, value=50.0,
+                         accuracy=0.5, n_items=n)  # fmt: skip
+
+    law = TaskLaw(coef={"ln_a": 0.0, "alpha": 0.0, "beta": 0.0, "gamma": 0.0, "delta": 0.0}, n_rows=2, chance=0.25)
+    rows = [row("t", "acc", 500), row("t", "acc", 640), row("t", "acc_norm", 900), row("u", "acc", None)]
+    got = _with_items({"t": law, "t:acc_norm": law, "u": law}, rows)
+    assert (got["t"].items, got["t:acc_norm"].items, got["u"].items) == (640, 900, None)
