@@ -138,7 +138,7 @@ class Conditioning:
 
     def _laws(self, tier: str, bits: Any, group: Any, calib: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Draws of the tier's law at the configurations (S, M) and of its 16-bit counterpart (S, 1), and the drop
-        sd (S,): the drop applied to the baseline is their difference.
+        sd (S,) where the law's drop is 0: the drop applied to the baseline is their difference.
 
         The counterpart is the same law's draws at an anchor (8-bit, G = 128, Cb = 128) less the point gap from
         that anchor to 16 bits of the fitted family's own laws (quantized and 16-bit). The two laws are fitted
@@ -167,15 +167,20 @@ class Conditioning:
         return tier_baseline_z(data, size, f"{self.model}:{key}:baseline")[0]
 
     def _drop_sd(self, tier: str, law: LawFit, size: int) -> np.ndarray:
-        """How far one model's drop strays from the law's: the profile's measured spread (``fit.drop_spread``),
-        else the law's omega (a deviation in level, wider). A new family's law carries its own uncertainty about
-        the drop in its draws (drawn with tau)."""
+        """How far one model's drop strays from the law's where the law's drop is 0: the profile's measured spread
+        (``fit.drop_spread``; its growth with the drop is ``_drop_scale``), else the law's omega (a deviation in
+        level, wider). A new family's law carries its own uncertainty about the drop in its draws (drawn with
+        tau)."""
         spread = (self.profile.drop_spread or {}).get(tier)
         if spread is not None:
             return np.full(size, spread.sd)
         if law.draws and "omega" in law.draws:
             return np.resize(np.asarray(law.draws["omega"], float), size)
         return np.zeros(size)
+
+    def _drop_scale(self, tier: str) -> float:
+        spread = (self.profile.drop_spread or {}).get(tier)
+        return 0.0 if spread is None else spread.scale
 
     def tier(self, tier: str, bits: Any, group: Any, calib: Any) -> np.ndarray:
         """Chance-adjusted draws (S, M) of the tier for this model: the mean over its tasks (what a tier is), each
@@ -208,4 +213,5 @@ class Conditioning:
             return own if tier is None else unpinned(self.profile, tier, self.model, self.params / 1e9, self.stage, own)
         zq, zu, sd = self._laws(tier, bits, group, calib)
         z0 = self._baseline_z([task], zq.shape[0], task)
-        return adj_from_z(conditioned_z(zq, zu, z0, sd, f"{self.model}:{tier}:drop"))
+        key = f"{self.model}:{tier}:drop"
+        return adj_from_z(conditioned_z(zq, zu, z0, sd, key, self._drop_scale(tier)))

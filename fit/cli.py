@@ -144,18 +144,23 @@ def validate(
             "(OLS refits) and its family (OLS, and NUTS unless --engine none), with and without the FP16 baseline",
         ),
     ] = False,
+    by_config: Annotated[
+        bool, typer.Option("--by-config", help="with --heldout: also each family's rows by (B, G), with the baseline")
+    ] = False,
 ) -> None:
     """Held-out validation: MAE and 90% coverage of each method on the largest model (and across families)."""
     from rich.console import Console
     from rich.table import Table
 
     if heldout:
-        from fit.heldout import heldout_scores
+        from fit.heldout import breakdown_markdown, heldout_scores
         from fit.heldout import markdown as heldout_markdown
 
         console = Console(stderr=True)
         found = heldout_scores("nuts" if engine == "nuts" else "ols", progress=lambda m: console.print(m))
         text = heldout_markdown(found)
+        if by_config:
+            text += "\n\n" + breakdown_markdown(found)
         typer.echo(text)
         if markdown:
             markdown.write_text(text + "\n")

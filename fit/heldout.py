@@ -42,7 +42,22 @@ FAMILY_PRESETS = ("qwen3", "llama", "llama3")  # one per family (qwen3-base is Q
 POPULATION_PRESETS = ("qwen1-chat",)
 
 METHODS = ("law + baseline", "law alone", "copy FP16")
-Case = tuple[float, float, float | None, float | None, float]  # truth, mean, lo, hi (raw accuracy), bits
+# truth, mean, lo, hi (raw accuracy), then the row's bits, group size and family (for the breakdown by configuration)
+Case = tuple[float, float, float | None, float | None, float, int, str]
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One family's rows at one (B, G) within a split: where the intervals are wide, or miss."""
+
+    family: str
+    bits: float
+    group_size: int
+    n: int
+    mae_points: float
+    coverage: float
+    width_points: float  # mean width of the 90% intervals
+    far: int
 
 
 @dataclass(frozen=True)
@@ -53,6 +68,7 @@ class Score:
     mae_points: float
     coverage: float | None
     far: int | None  # rows more than 5 points outside their 90% interval
+    by_config: tuple[Cell, ...] = ()  # the same rows by family and (B, G), for methods with intervals
 
 
 def _accuracy(r: ResultRow) -> bool:
@@ -108,9 +124,10 @@ def predict_rows(
             answers[method] = cache[key].tasks.get(r.task)  # type: ignore[attr-defined]
         if any(t is None for t in answers.values()):
             continue  # not predicted for this model (a task in no tier, for a family the profile never saw)
+        truth, group = float(r.accuracy or 0.0), int(r.group_size)  # both present: _gptq_rows keeps no other
         for method, t in answers.items():
-            out[method].append((float(r.accuracy), t.point, t.lo, t.hi, r.bits))  # type: ignore[arg-type]
-        out["copy FP16"].append((float(r.accuracy), base, None, None, r.bits))  # type: ignore[arg-type]
+            out[method].append((truth, t.point, t.lo, t.hi, r.bits, group, r.family))
+        out["copy FP16"].append((truth, base, None, None, r.bits, group, r.family))
     return out
 
 
@@ -122,16 +139,24 @@ def score(split: str, got: dict[str, list[Case]]) -> list[Score]:
         if not cases:
             continue
         t = np.array([c[0] for c in cases])
-        m = np.array([c[1] for c in cases])
-        mae = float(100 * np.mean(np.abs(t - m)))
+        mean = np.array([c[1] for c in cases])
+        mae = float(100 * np.mean(np.abs(t - mean)))
         if cases[0][2] is None:
             scores.append(Score(f"{split}, {what}", method, len(cases), mae, None, None))
             continue
         lo = np.array([c[2] for c in cases], float)
         hi = np.array([c[3] for c in cases], float)
-        cov = float(np.mean((t >= lo) & (t <= hi)))
-        far = int(np.sum((t < lo - 0.05) | (t > hi + 0.05)))
-        scores.append(Score(f"{split}, {what}", method, len(cases), mae, cov, far))
+        inside = (t >= lo) & (t <= hi)
+        outside = (t < lo - 0.05) | (t > hi + 0.05)
+        cells = []
+        for key in sorted({(c[6], c[4], c[5]) for c in cases}):
+            m = np.array([(c[6], c[4], c[5]) == key for c in cases])
+            err, width = 100 * np.mean(np.abs(t[m] - mean[m])), 100 * np.mean(hi[m] - lo[m])
+            cells.append(Cell(key[0], key[1], key[2], int(m.sum()), float(err), float(np.mean(inside[m])),
+                              float(width), int(outside[m].sum())))  # fmt: skip
+        scores.append(
+            Score(f"{split}, {what}", method, len(cases), mae, float(np.mean(inside)), int(outside.sum()), tuple(cells))
+        )
     return scores
 
 
@@ -212,4 +237,20 @@ def markdown(scores: list[Score]) -> str:
         cov = "-" if s.coverage is None else f"{s.coverage:.2f}"
         far = "-" if s.far is None else str(s.far)
         lines.append(f"| {s.split} | {s.method} | {s.n} | {s.mae_points:.2f} | {cov} | {far} |")
+    return "\n".join(lines)
+
+
+def breakdown_markdown(scores: list[Score], method: str = "law + baseline") -> str:
+    """Each split's rows for ``method`` by family and configuration: coverage and interval width where they are."""
+    lines = [
+        "| split | family | B | G | n | MAE (points) | 90% coverage | mean width (points) | > 5 points outside |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for s in scores:
+        if s.method != method:
+            continue
+        for c in s.by_config:
+            g = "per-channel" if c.group_size == -1 else str(c.group_size)
+            lines.append(f"| {s.split} | {c.family} | {c.bits:g} | {g} | {c.n} | {c.mae_points:.2f} | "
+                         f"{c.coverage:.2f} | {c.width_points:.1f} | {c.far} |")  # fmt: skip
     return "\n".join(lines)

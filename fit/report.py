@@ -206,7 +206,9 @@ def summary_markdown(profile: Profile, validation: str | None = None, diagnostic
             drop = (profile.drop_spread or {}).get(tier)
             ext = (profile.extrapolation or {}).get(tier)
             cells = [
-                "-" if drop is None else f"{drop.sd:.4f} ({drop.n} drops, {drop.models} models)",
+                "-"
+                if drop is None
+                else f"{drop.sd:.4f} + {drop.scale:.2f} x the law's drop ({drop.n} drops, {drop.models} models)",
                 "-" if shift is None or tier not in shift.sd else f"{shift.sd[tier]:.4f} ({shift.stage})",
                 "-" if ext is None else f"{ext.kappa:.4f}",
             ]

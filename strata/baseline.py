@@ -135,15 +135,27 @@ def tier_baseline_z(
 
 
 def conditioned_z(
-    z_quantized: np.ndarray, z_unquantized: np.ndarray, z_baseline: np.ndarray, drop_sd: np.ndarray, seed_key: str
+    z_quantized: np.ndarray,
+    z_unquantized: np.ndarray,
+    z_baseline: np.ndarray,
+    drop_sd: np.ndarray,
+    seed_key: str,
+    drop_scale: float = 0.0,
 ) -> np.ndarray:
     """z of the quantized model given its baseline: baseline + the law's drop + the model's own drop deviation.
 
     ``z_quantized`` (S, M) and ``z_unquantized`` (S, 1) are draws of the two laws (no model deviation added),
-    ``z_baseline`` (S,) draws of the baseline, ``drop_sd`` (S,) the sd of a model's deviation from the law's drop;
-    the deviation is drawn once per draw and shared by the configurations, as a model's deviation is in the fit."""
-    e = np.random.default_rng(zlib.crc32(seed_key.encode())).standard_normal(z_baseline.shape[0])
-    return z_quantized - z_unquantized + (z_baseline + drop_sd * e)[:, None]
+    ``z_baseline`` (S,) draws of the baseline, ``drop_sd`` (S,) the sd of a model's deviation from the law's drop
+    where that drop is 0, ``drop_scale`` how much of the law's drop the deviation adds per sd (the model's own
+    sensitivity, ``strata.profile.DropSpread``). Both deviations are drawn once per draw and shared by the
+    configurations, as a model's deviation is in the fit."""
+    size = z_baseline.shape[0]
+    e = np.random.default_rng(zlib.crc32(seed_key.encode())).standard_normal(size)
+    drop = z_quantized - z_unquantized
+    if drop_scale:  # its own stream: a profile without a scale draws what it always drew
+        e2 = np.asarray(np.random.default_rng(zlib.crc32(f"{seed_key}:scale".encode())).standard_normal(size))
+        drop = drop * (1.0 + drop_scale * e2[:, None])
+    return drop + (z_baseline + drop_sd * e)[:, None]
 
 
 def adj_from_z(z: np.ndarray) -> np.ndarray:

@@ -10,10 +10,10 @@ retained chance-adjusted accuracy (quantized / unquantized) falls below ``THRESH
 B enters linearly: on the published configurations it fits best of ln log2 B, log2 B, 1/(B - 1) and B (log
 likelihood -4.4, -3.4, -4.7, -2.7), the transition between 2 and 4 bits being sharper than the law's ln log2 B.
 
-The weights are a Laplace approximation to the posterior of a logistic fit on published configurations (draws are
-Cholesky factor x seeded normals, the same on every CPU); a family not in the fit gets its ``u`` drawn from
-N(0, tau), so its probability is honestly uncertain. A collapsed configuration keeps ``retained`` of its
-unquantized accuracy: draws from the retained fractions observed in collapsed configurations.
+The weights are posterior draws of a logistic fit on published configurations (``fit.collapse``: Laplace
+proposals reweighted to the exact posterior, from seeded normals, the same on every CPU); a family not in the fit
+gets its ``u`` drawn from N(0, tau), so its probability is honestly uncertain. A collapsed configuration keeps
+``retained`` of its unquantized accuracy: draws from the retained fractions observed in collapsed configurations.
 """
 
 from __future__ import annotations

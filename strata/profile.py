@@ -186,11 +186,15 @@ class ExtrapolationScale(Strict):
 
 
 class DropSpread(Strict):
-    """How far one model's quantization drop strays from its tier law's (``fit.drop_spread``): the sd, on the
-    ln(-ln Acc_adj) scale, of a task's measured drop (quantized minus its own 16-bit score) about the tier law's
-    predicted drop, over the fitted models' configurations at B >= 3 that did not collapse."""
+    """How far one model's quantization drop strays from its tier law's (``fit.drop_spread``), on the ln(-ln Acc_adj)
+    scale, over the fitted models' configurations at B >= 3 that did not collapse: a task's measured drop
+    (quantized minus its own 16-bit score) is the law's drop d times (1 + ``scale`` e2), plus ``sd`` e1, with e1, e2
+    standard normal, so its spread about the law's is sqrt(sd^2 + (scale d)^2). A model more sensitive to
+    quantization than the law says is so at every bit-width: its deviation grows with the drop, small at 8 bits,
+    larger at 3. Profiles written before ``scale`` existed hold the drops' root mean square in ``sd``, scale 0."""
 
-    sd: float = Field(ge=0, description="sd of a task's drop about the tier law's, ln(-ln) scale")
+    sd: float = Field(ge=0, description="sd of a task's drop about the tier law's where the law's drop is 0, ln(-ln)")
+    scale: float = Field(default=0.0, ge=0, description="sd of a model's drop per unit of the law's drop")
     n: int = Field(ge=0, description="measured (model, configuration, task) drops behind it")
     models: int = Field(ge=0, description="models behind it")
 

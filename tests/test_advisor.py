@@ -319,6 +319,25 @@ def test_a_profiles_drop_spread_is_the_conditioned_intervals_model_to_model_scat
                  rel=1e-12, abs_=1e-12)  # fmt: skip
 
 
+def test_a_drop_spread_that_grows_with_the_drop_widens_4_bits_and_leaves_8_bits_narrow(tmp_path):
+    """A model's deviation in proportion to the law's drop (``DropSpread.scale``): it widens the conditioned 4-bit
+    interval, where the law predicts a drop, and leaves the 8-bit one, where the law's drop is near 0, about as it
+    is without it."""
+    from profiles import DIR
+    from strata.profile import DropSpread, load_profile
+
+    def width(scale: float, bits: int) -> float:
+        prof = load_profile(DIR / "qwen3.json")
+        prof.drop_spread = {t: DropSpread(sd=0.01, scale=scale, n=10, models=2) for t in prof.tiers}
+        path = tmp_path / f"p{scale}.json"
+        path.write_text(prof.model_dump_json(exclude_none=True))
+        band = advisor.predict("qwen3-8b", profile=str(path), bits=bits, group_size=128, calib_samples=128).tasks
+        return band["arc_easy"].hi - band["arc_easy"].lo
+
+    assert width(1.0, 4) > 1.5 * width(0.0, 4)
+    assert width(1.0, 8) < 1.5 * width(0.0, 8) + 0.005  # the 8-bit law's drop is small: little to scale
+
+
 def test_the_default_group_grid_is_fitted_to_a_narrow_model_and_a_chosen_one_is_not():
     """The zoo's 25k model is 32 wide: the default grid (32..256, per channel) is searched on the sizes that fit
     it, the others listed as excluded; a group size the user asks for that does not fit stays an error."""

@@ -368,9 +368,10 @@ def test_validate_and_report_bad_input_is_one_line_exit_2_and_the_store_is_only_
 
 def test_drop_spread_is_the_rms_of_drops_about_the_tier_laws_less_the_baselines_item_noise():
     """fit.drop_spread on hand-made laws whose drop is known: four configurations measured 0.2 above and below the
-    law's drop on z = ln(-ln Acc_adj) give 0.2, their root mean square (the baseline's own item noise is not taken
-    out: a prediction from a baseline over the same items carries none); a collapsed configuration and a 2-bit row
-    are left out (the collapse model answers for them)."""
+    law's drop on z = ln(-ln Acc_adj) give 0.2, their root mean square (too few drops to fit a spread that grows
+    with the drop; the baseline's own item noise is not taken out: a prediction from a baseline over the same
+    items carries none); a collapsed configuration and a 2-bit row are left out (the collapse model answers for
+    them)."""
     import numpy as np
 
     from fit.drop_spread import drop_spreads
@@ -397,6 +398,25 @@ def test_drop_spread_is_the_rms_of_drops_about_the_tier_laws_less_the_baselines_
     )
     assert spread["KA"].n == 4 and spread["KA"].models == 1
     assert_close(spread["KA"].sd, 0.2, rel=1e-4, abs_=1e-6)  # stored to 6 digits; acc_of rounds through floats
+    assert spread["KA"].scale == 0.0
+
+
+def test_a_drop_spread_that_grows_with_the_drop_is_told_from_one_that_does_not():
+    """fit.drop_spread.fit_spread recovers (sd, scale) of residuals drawn as N(0, sd^2 + (scale d)^2) over drops
+    d from 0 (8 bits) to 0.3 (3 bits), and finds no growth in residuals of one sd for all."""
+    import numpy as np
+
+    from fit.drop_spread import fit_spread
+
+    rng = np.random.default_rng(0)
+    drop = rng.uniform(0.0, 0.3, 3000)
+    e = rng.standard_normal(3000)
+    sd, scale = fit_spread(e * np.sqrt(0.02**2 + (0.6 * drop) ** 2), drop)
+    # 3000 rows: the estimates' own sampling error is a few percent; the grid steps are 0.01 and 2.9%
+    assert_close(scale, 0.6, rel=0.1, abs_=0.0)
+    assert_close(sd, 0.02, rel=0.3, abs_=0.0)
+    sd, scale = fit_spread(0.05 * e, drop)
+    assert scale < 0.05 and abs(sd - 0.05) < 0.005
 
 
 def test_a_task_law_records_the_most_items_its_rows_were_scored_on():
