@@ -41,9 +41,14 @@ _WRITTEN = {v: k for k, v in PUBLISHED_METRICS.items()}
 GENERATION = {"Llama-3.1": "Llama-3", "Llama-3.2": "Llama-3", "Llama-3.3": "Llama-3"}
 # GPTQ group sizes a table leaves out but its makers' own quantization recipe fixes, by source prefix: the Qwen
 # README's Int4/Int8 rows came from the makers' AutoGPTQ run, whose script (QwenLM/Qwen run_gptq.py, at 3b82e55)
-# quantizes with --group-size 128 by default, desc_act off. The Qwen2 docs page states no calibration set either,
-# so its rows stay without one (and out of every fit).
-RECIPE_GROUP_SIZE = {"github:QwenLM/Qwen@": (128, "group size 128 from the makers' recipe (QwenLM/Qwen run_gptq.py)")}
+# quantizes with --group-size 128 by default, desc_act off. The Qwen2 docs page's makers document their GPTQ recipe
+# in the same repository (QwenLM/Qwen2.5 docs/source/quantization/gptq.rst: AutoGPTQ, group_size=128, desc_act off,
+# calibrated on their own fine-tuning data, how many samples not said): its rows take G = 128 and keep no Cb
+# (fit.profiles.select fits a family that states none at one nominal value, which leaves its likelihood).
+RECIPE_GROUP_SIZE = {
+    "github:QwenLM/Qwen@": (128, "group size 128 from the makers' recipe (QwenLM/Qwen run_gptq.py)"),
+    "github:QwenLM/Qwen2.5@": (128, "group size 128 from the makers' recipe (QwenLM/Qwen2.5 gptq.rst)"),
+}
 
 
 def stored_metric(metric: str, task_metric: str | None) -> str | None:

@@ -46,4 +46,13 @@ PRESETS: dict[str, FitSpec] = {
         ),
         families=("Qwen",),
     ),
+    "qwen2-instruct": FitSpec(
+        name="qwen2-instruct",
+        description=(
+            "Qwen2-0.5B/1.5B/7B-Instruct quantized with GPTQ Int8/Int4 (the QwenLM/Qwen2.5 docs' benchmark page; "
+            "group size 128 from the makers' gptq.rst recipe, the calibration-set size not stated, fitted at the "
+            "nominal 128): MMLU only, so a family of the joint fit more than a profile to use"
+        ),
+        families=("Qwen2",),
+    ),
 }

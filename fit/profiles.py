@@ -19,7 +19,17 @@ from typing import Any
 import numpy as np
 
 from fit.ols import FitError, OlsResult, identifiable, ols_fit, paper_exponent, sample_coefficients
-from strata.law import COEF_NAMES, TIERS, LawCoef, design, effective_group_size, four_factor, linearize, normalize
+from strata.law import (
+    COEF_NAMES,
+    NOMINAL_CALIB_SAMPLES,
+    TIERS,
+    LawCoef,
+    design,
+    effective_group_size,
+    four_factor,
+    linearize,
+    normalize,
+)
 from strata.metric import ACCURACY_METRICS, law_task, metric_base, tier_members
 from strata.profile import (
     PROFILE_SCHEMA_VERSION,
@@ -141,6 +151,7 @@ def select(
     rows = list(rows)
     fams = {f.lower() for f in spec.families}
     collapsed = {c.key for c in configurations(rows, hidden_of, spec.method) if c.collapsed} if quantized else set()
+    unstated = _unstated_calibration(rows, spec) if quantized else set()
     keep: list[ResultRow] = []
     hidden: list[int] = []
     excluded: Counter[str] = Counter()
@@ -153,8 +164,11 @@ def select(
         if quantized and r.method.upper() != spec.method.upper():
             excluded[f"method {r.method} (this profile is {spec.method})"] += 1
             continue
+        key = (r.source, r.model, r.stage, r.bits, r.group_size, r.calib_samples)  # as the collapse model keyed it
+        if r.calib_samples is None and r.family in unstated:
+            r = r.model_copy(update={"calib_samples": NOMINAL_CALIB_SAMPLES})
         reason = _exclusion(r, spec, quantized)
-        if reason is None and (r.source, r.model, r.stage, r.bits, r.group_size, r.calib_samples) in collapsed:
+        if reason is None and key in collapsed:
             reason = "a collapsed configuration (median retained accuracy below half: the collapse model's)"
         if reason is None and quantized and r.group_size == -1 and hidden_of(r) is None:
             reason = "per-channel row of a model with unknown hidden size"
@@ -164,6 +178,21 @@ def select(
         keep.append(r if metric_base(r.metric) == "acc" else r.model_copy(update={"task": law_task(r.task, r.metric)}))
         hidden.append(hidden_of(r) or 1)  # only per-channel rows use it, and those need a known width
     return Rows(keep, hidden, excluded)
+
+
+def _unstated_calibration(rows: list[ResultRow], spec: FitSpec) -> set[str]:
+    """Families whose quantized rows of this method come from one source and none states a calibration-set size (the
+    Qwen2 docs): one recipe, so one Cb, which the fit takes at strata.law.NOMINAL_CALIB_SAMPLES. The family-centred
+    design leaves a factor constant within a family out of its likelihood, so no exponent depends on the value.
+    A family where some rows state Cb keeps the others out: there the value would matter."""
+    sources: dict[str, set[str]] = defaultdict(set)
+    stated: set[str] = set()
+    for r in rows:
+        if r.method.upper() == spec.method.upper() and r.bits < 16:
+            sources[r.family].add(r.source)
+            if r.calib_samples is not None:
+                stated.add(r.family)
+    return {f for f, s in sources.items() if len(s) == 1 and f not in stated}
 
 
 def _exclusion(r: ResultRow, spec: FitSpec, quantized: bool) -> str | None:

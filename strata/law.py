@@ -33,6 +33,10 @@ import numpy as np
 PER_CHANNEL = -1  # the group size that means one group per output row (per-channel quantization)
 TIERS: tuple[str, ...] = ("KM", "KA", "KR")  # knowledge memorization, application, reasoning
 COEF_NAMES = ("ln_a", "alpha", "beta", "gamma", "delta")  # the law's coefficients: the linearized design's columns
+# The calibration-set size a quantized row that states none is fitted and predicted at: GPTQ's own (128 segments of
+# C4). Only a family none of whose rows states one is fitted so (fit.profiles.select); its Cb is then one constant,
+# which the family-centred design (fit/data.py) takes out of the likelihood, so the value chosen moves no exponent.
+NOMINAL_CALIB_SAMPLES = 128
 
 
 @dataclass(frozen=True)

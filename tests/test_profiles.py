@@ -20,9 +20,9 @@ def _run(args):
 
 # Shipped NUTS profiles, each fitted jointly with the other families (one fit: families are read in one order).
 BAYESIAN = {
-    "qwen3": ("llama", "llama3", "qwen1-chat"),
-    "llama": ("qwen3", "llama3", "qwen1-chat"),
-    "llama3": ("qwen3", "llama", "qwen1-chat"),
+    "qwen3": ("llama", "llama3", "qwen1-chat", "qwen2-instruct"),
+    "llama": ("qwen3", "llama3", "qwen1-chat", "qwen2-instruct"),
+    "llama3": ("qwen3", "llama", "qwen1-chat", "qwen2-instruct"),
 }
 
 
@@ -97,6 +97,28 @@ def test_shipped_profiles_fit_the_published_data_well():
     assert {"arc_challenge", "arc_challenge:acc_norm", "gsm8k:exact_match", "winogrande"} <= kr  # GSM8K in KR
     assert llama3.data.excluded["a collapsed configuration (median retained accuracy below half: the collapse model's)"]
     assert llama3.data.excluded["no group size stated in the source"] > 0  # llm-compressor rows: G not printed
+
+
+def test_a_family_that_states_no_calibration_set_is_fitted_at_one_nominal_value():
+    """Qwen2's docs state no Cb: one recipe, so one constant Cb, which the family-centred design takes out of the
+    family's likelihood; its rows are fitted at the nominal value. Where some rows of a family state a Cb, the value
+    would matter, and the rows that state none stay out."""
+    from fit.pipeline import hidden_size_of, read_rows, select, spec_for
+    from strata.law import NOMINAL_CALIB_SAMPLES
+
+    rows = read_rows()
+    qwen2 = select(rows, spec_for("qwen2-instruct"), hidden_size_of, quantized=True)
+    assert len(qwen2.rows) == 6 and {r.task for r in qwen2.rows} == {"mmlu"}  # 3 models x Int8/Int4
+    assert all(r.calib_samples == NOMINAL_CALIB_SAMPLES and r.group_size == 128 for r in qwen2.rows)
+    assert "no calibration-set size" not in qwen2.excluded
+    one = next(
+        r
+        for r in rows
+        if r.family == "Qwen3" and r.method == "GPTQ" and r.bits == 4 and r.stage == "post-trained" and r.tier
+    )
+    mixed = [*rows, one.model_copy(update={"calib_samples": None, "model": "Qwen/Qwen3-X", "params_b": 3.0})]
+    qwen3 = select(mixed, spec_for("qwen3"), hidden_size_of, quantized=True)
+    assert qwen3.excluded["no calibration-set size"] == 1 and "Qwen/Qwen3-X" not in {r.model for r in qwen3.rows}
 
 
 def test_profile_of_another_schema_version_is_refused_with_the_command(tmp_path):
