@@ -5,9 +5,10 @@
 For every published GPTQ accuracy row (not SUSPECT, any accuracy metric under its law's name,
 ``arc_challenge:acc_norm``; 2-bit rows in groups of their own) of a model the catalog knows, with an FP16 row of the
 same source, model and task: predict it with the shipped profile named for the model's family in PROFILE_OF. A row
-is *held out* when its model is not in the profile's data, of a *new family* when its family is not either (the
-profile's new-family law answers). Per group of rows: MAE in points of raw accuracy, the share inside the 90%
-interval, and how many lie more than 5 points outside it, for
+is *held out* when its model is not in the profile's data, *in the joint fit* when its family's rows were pooled in
+the fit the profile came from but are not the profile's own, of a *new family* when its family is not one of the
+profile's (the profile's new-family law answers). Per group of rows: MAE in points of raw accuracy, the share
+inside the 90% interval, and how many lie more than 5 points outside it, for
 
 - `advisor, baseline`: conditioned on the row's own FP16 score from the same table (`--baseline`),
 - `advisor, no baseline`: the law alone (`--no-baseline`),
@@ -31,12 +32,22 @@ sys.path.insert(0, str(ROOT))
 from advisor import api, catalog, core  # noqa: E402
 from advisor.schema import Prediction  # noqa: E402
 from calibrate.published import published_csvs, read_published_csv  # noqa: E402
+from fit.presets import PRESETS  # noqa: E402
 from strata.metric import ACCURACY_METRICS, law_task, metric_base  # noqa: E402
+from strata.profile import Profile  # noqa: E402
 from strata.rows import ResultRow  # noqa: E402
 from strata.tiermap import load_tier_map  # noqa: E402
 
 PROFILE_OF = {"Qwen3": "qwen3", "Llama-2": "llama", "LLaMA-1": "llama", "Llama-3": "llama3", "Mistral": "llama",
               "Qwen1": "qwen3", "Qwen2": "qwen3"}  # fmt: skip
+
+
+def pooled(profile: Profile, row: ResultRow) -> bool:
+    """Whether the joint fit the profile came from pooled rows of this family and stage (its new-family law is
+    drawn from their population)."""
+    names = profile.new_family.families if profile.new_family is not None else []
+    specs = [PRESETS[name] for name in names if name in PRESETS]
+    return any(row.family in s.families and (not s.stages or row.stage in s.stages) for s in specs)
 
 
 def rows(folder: Path) -> list[ResultRow]:
@@ -73,6 +84,8 @@ def main() -> None:
         if r.task not in q0.profile.tasks:
             continue
         held = "in the fit" if r.model in q0.profile.data.models else "held out"
+        if held == "held out" and pooled(q0.profile, r):
+            held = "in the joint fit"  # the population its new-family law draws from saw this model's rows
         split = f"{prof_name}: {held}" + ("" if r.family in q0.profile.families else f" ({r.family}, new family)")
         split += " · 2-bit" if r.bits < 3 else ""
         base = {
