@@ -33,6 +33,7 @@ from advisor import api, catalog, core  # noqa: E402
 from advisor.schema import Prediction  # noqa: E402
 from calibrate.published import published_csvs, read_published_csv  # noqa: E402
 from fit.presets import PRESETS  # noqa: E402
+from strata.law import NOMINAL_CALIB_SAMPLES  # noqa: E402
 from strata.metric import ACCURACY_METRICS, law_task, metric_base  # noqa: E402
 from strata.profile import Profile  # noqa: E402
 from strata.rows import ResultRow  # noqa: E402
@@ -98,7 +99,8 @@ def main() -> None:
             key = (f"{r.source}|{r.model}|{r.bits}|{r.group_size}|{r.calib_samples}", mode == "advisor, baseline", "")
             if key not in cache:
                 q = api._query(info, prof_name, base if key[1] else None, published=False, requested=r.model)
-                cache[key] = core.predict(q, r.bits, r.group_size, r.calib_samples or 128, extrapolate=True)
+                cb = r.calib_samples or NOMINAL_CALIB_SAMPLES  # a source that states none: the fit's own value
+                cache[key] = core.predict(q, r.bits, r.group_size, cb, extrapolate=True)
             answers[mode] = cache[key].tasks.get(r.task)
         if any(t is None for t in answers.values()):
             continue  # a task the advisor does not predict for this model (in no tier, for a new family)
