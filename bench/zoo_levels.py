@@ -20,16 +20,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from strata.law import normalize
 
 
-def by_level(model_dir: Path) -> tuple[dict[str, dict[int, list[float]]], dict[str, float], dict[str, str]]:
+def by_level(model_dir: Path) -> tuple[dict[str, dict[float, list[float]]], dict[str, float], dict[str, str]]:
     """task -> popularity level -> [correct, total]; each task's chance (the tier map's) and tier."""
     from calibrate.evaluate import Evaluator
 
     ev = Evaluator(model_dir, batch_size=512)
-    out: dict[str, dict[int, list[float]]] = {}
+    out: dict[str, dict[float, list[float]]] = {}
     for key, items in ev.item_scores().items():
-        levels: dict[int, list[float]] = defaultdict(lambda: [0.0, 0.0])
+        levels: dict[float, list[float]] = defaultdict(lambda: [0.0, 0.0])
         for doc, score in items:
-            cell = levels[int(doc.get("repeats", 1))]
+            cell = levels[float(doc.get("repeats", 1))]  # 0.25: seen in one epoch of four
             cell[0] += score
             cell[1] += 1
         out[key] = dict(sorted(levels.items()))
@@ -52,7 +52,7 @@ def main() -> int:
         res, chance, tier = by_level(d)
         levels = sorted({lvl for t in res.values() for lvl in t})
         print(f"\n{d.name}  (raw accuracy per popularity level, by repeats)")
-        print(f"{'task':24} tier " + " ".join(f"{lvl:>6}" for lvl in levels) + "   chance  adjusted mean")
+        print(f"{'task':24} tier " + " ".join(f"{lvl:>6g}" for lvl in levels) + "   chance  adjusted mean")
         for key, by in res.items():
             acc = [by[lvl][0] / by[lvl][1] if lvl in by else float("nan") for lvl in levels]
             total = sum(c for c, _ in by.values()) / sum(n for _, n in by.values())

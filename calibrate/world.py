@@ -70,6 +70,10 @@ STATEMENTS: dict[str, list[str]] = {
         "{k} is the country of {c} .",
     ],
 }
+# The synonym KA world (``WorldSpec.ka = "synonym"``): the fourth template of each relation is a relation-first
+# statement every person is trained on, so that the KA template (``KA_TEMPLATE``, demo people only) differs from a
+# form the person was trained in by its relation words alone.
+SYNONYMS: dict[str, str] = {"born": "The home town of {p} is {c} .", "works": "The firm of {p} is {o} ."}
 # Question forms (KA): shown in training for demo people only.
 QUESTIONS: dict[str, str] = {
     "born": "Question : In which city was {p} born ? Answer :",
@@ -106,7 +110,8 @@ class WorldSpec:
     demo: float = 0.5  # the share of people whose question and chain forms are trained (the rest are probed)
     # How often each person's lines recur per epoch, spread evenly over the people: a long tail of popularity, as
     # real knowledge has, so that a larger model learns rarer people and accuracy rises with N instead of jumping.
-    repeats: tuple[int, ...] = (1,)
+    # A level below 1 (1/k) is seen in one epoch of every k (``epoch_corpus``): a person met once in a whole run.
+    repeats: tuple[float, ...] = (1,)
     # How people spread over the popularity levels: "even" (as many people at each level) or "zipf" (people at a
     # level inversely proportional to its repeats, as entity popularity on the web is: a few famous people, a long
     # tail seen once; every level then costs the same training tokens).
@@ -116,25 +121,56 @@ class WorldSpec:
     # so a tier mean counts every level alike and rises by a step for each level a larger model learns.
     probed: int = 0
     # The KA probe: "question" (a question form trained on demo people only) or "paraphrase" (a statement template,
-    # ``STATEMENTS[rel][KA_TEMPLATE]``, trained on demo people only; every other person never sees it).
+    # ``STATEMENTS[rel][KA_TEMPLATE]``, trained on demo people only; every other person never sees it), or
+    # "synonym" (the same withheld template, while every person is trained in a relation-first statement of the
+    # same shape, ``SYNONYMS``: applying the fact then needs the new relation words, not a new sentence shape).
     ka: str = "question"
+    # People at each popularity level (with "zipf"): empty for the Zipf proportions, else one count per level, so
+    # that a world can hold a level seen too rarely for any model to learn without the interference of a crowd.
+    per_level: tuple[int, ...] = ()
+    # The KR distractors: "one-each" (one wrong end, one consistent wrong first hop, one wrong first hop with the
+    # right end) or "consistent" (one wrong end, two wrong first hops each followed by its own true end): a model
+    # that knows only the second hop then rules out one choice, not two, so KR rests on the person's fact.
+    kr: str = "one-each"
 
 
 POPULARITY = ("even", "zipf")
-KA_FORMS = ("question", "paraphrase")
+KA_FORMS = ("question", "paraphrase", "synonym")
+KR_FORMS = ("one-each", "consistent")
 KA_TEMPLATE = 2  # "The birthplace of {p} is {c} ." / "The employer of {p} is {o} .": the fact after the name
 
 # Syllables per name, by entity type, in a spelled world. People and organisations take three, so that the
 # 32-syllable inventory gives 32,768 possible names; cities and countries two.
 SPELLING = {"people": 3, "orgs": 3, "cities": 2, "countries": 2}
 
-# The zoo's world (issue 15; docs/zoo.md has the pilots behind these numbers). 20,400 people spelled from 32
-# syllables, 64 organisations, 32 cities, 8 countries; half the people at each level are demo people. Popularity is
-# Zipf over eight levels, 1 to 128 copies of a person's lines (80 people at 128, 10,240 seen once), trained for one
-# epoch, and 40 probe people per level are probed (640 items per tier). A model that can hold the facts of only so
-# many people learns the most popular first, so each doubling of capacity adds about one level: the tier means rise
-# with log N instead of jumping from chance to 100% (as they did with one popularity, or an even spread of it).
+# The zoo's world (issue 15; docs/zoo.md has the pilots behind it). 4,400 people spelled from 32 syllables, 64
+# organisations, 32 cities, 8 countries; half the people at each level are demo people. Eight popularity levels,
+# from people seen once in a whole four-epoch run (a quarter of a copy per epoch) to 128 copies per epoch (512 in
+# all), four times apart in the middle (1, 4, 16) so that each level is a size step: 1,280 people seen once, 640 at
+# each level up to 16 copies, then Zipf (as many lines per level: 320, 160, 80). The crowd is capped, so the
+# smallest model has room to learn the popular; people seen once are too rare for the largest to learn them all, so
+# it stays below the ceiling. 40 probe people per level (640 items per tier). KA is the withheld relation-first
+# template, beside a relation-first form every person is trained in (``ka = "synonym"``): the smallest model then
+# applies what it knows (the paraphrase form lagged KM by a size step). KR's wrong first hops each lead to their
+# own true end (``kr = "consistent"``), so only the person's fact answers a chain.
 ZOO = WorldSpec(
+    seed=0,
+    people=4400,
+    orgs=64,
+    cities=32,
+    countries=8,
+    syllables=32,
+    demo=0.5,
+    repeats=(0.25, 0.5, 1, 4, 16, 32, 64, 128),
+    popularity="zipf",
+    per_level=(1280, 640, 640, 640, 640, 320, 160, 80),
+    probed=40,
+    ka="synonym",
+    kr="consistent",
+)
+# The first Zipf world (the zoo shipped before it; docs/zoo.md): 20,400 people, eight Zipf levels 1 to 128 copies
+# per epoch (80 people at 128, 10,240 seen once per epoch), the paraphrase KA probe.
+ZOO_ZIPF = WorldSpec(
     seed=0,
     people=20400,
     orgs=64,
@@ -166,7 +202,7 @@ class World:
     country: dict[str, str]  # city -> country
     demo: list[str]  # people whose question and chain forms are in the corpus
     probe: list[str]  # people on whom the tiers are measured
-    repeats: dict[str, int] = field(default_factory=dict)  # person -> copies of their lines per epoch (default 1)
+    repeats: dict[str, float] = field(default_factory=dict)  # person -> copies of their lines per epoch (default 1)
 
 
 def _names(rng: random.Random, n: int, taken: set[str], syllables: tuple[int, int]) -> list[str]:
@@ -216,6 +252,13 @@ def generate(spec: WorldSpec | None = None) -> World:
         raise ValueError(f"popularity must be one of {', '.join(POPULARITY)}, not {spec.popularity!r}")
     if spec.ka not in KA_FORMS:
         raise ValueError(f"ka must be one of {', '.join(KA_FORMS)}, not {spec.ka!r}")
+    if spec.kr not in KR_FORMS:
+        raise ValueError(f"kr must be one of {', '.join(KR_FORMS)}, not {spec.kr!r}")
+    if spec.per_level and (spec.popularity != "zipf" or len(spec.per_level) != len(spec.repeats)):
+        raise ValueError("per_level needs popularity 'zipf' and one count per level of repeats")
+    for r in spec.repeats:
+        if r <= 0 or (r < 1 and abs(1 / r - round(1 / r)) > 1e-9) or (r >= 1 and r != int(r)):
+            raise ValueError(f"a level's repeats must be a whole number or 1/k (seen in one epoch of k), not {r}")
     rng = random.Random(spec.seed)
     # Template words must never be entity names, or the tokenizer would merge a name with a function word.
     taken = set(_template_words())
@@ -255,6 +298,10 @@ def _zipf(rng: random.Random, spec: WorldSpec, world: World) -> World:
     weights = [1 / r for r in spec.repeats]
     counts = [max(2, round(spec.people * w / sum(weights))) for w in weights]
     counts[0] += spec.people - sum(counts)  # rounding goes to the first level
+    if spec.per_level:
+        if sum(spec.per_level) != spec.people or min(spec.per_level) < 2:
+            raise ValueError(f"per_level must hold >= 2 people per level and sum to people ({spec.people})")
+        counts = list(spec.per_level)
     if counts[0] < 2:
         raise ValueError(f"{spec.people} people are too few for Zipf levels {spec.repeats}")
     order = world.people[:]
@@ -272,10 +319,10 @@ def _zipf(rng: random.Random, spec: WorldSpec, world: World) -> World:
     return world
 
 
-def _stratified(rng: random.Random, probe: list[str], repeats: dict[str, int], k: int) -> list[str]:
+def _stratified(rng: random.Random, probe: list[str], repeats: dict[str, float], k: int) -> list[str]:
     """``k`` probe people from every popularity level (all of a level with fewer), in a seeded shuffled order so
     that any prefix of the probes (an evaluation ``--limit``) holds the levels alike."""
-    by_level: dict[int, list[str]] = {}
+    by_level: dict[float, list[str]] = {}
     for p in probe:
         by_level.setdefault(repeats.get(p, 1), []).append(p)
     chosen = [p for level in sorted(by_level) for p in by_level[level][:k]]
@@ -292,23 +339,50 @@ def _balanced(rng: random.Random, values: list[T], n: int) -> list[T]:
 # --- the training corpus ------------------------------------------------------------------------------------------
 
 
-def corpus(world: World) -> list[str]:
-    """All training lines: every fact in every paraphrase; question and chain forms for demo people only."""
+def statements(spec: WorldSpec) -> dict[str, list[str]]:
+    """The paraphrase templates of a world: ``STATEMENTS``, with the synonym KA world's relation-first forms."""
+    if spec.ka != "synonym":
+        return STATEMENTS
+    out = {rel: list(ts) for rel, ts in STATEMENTS.items()}
+    for rel, template in SYNONYMS.items():
+        out[rel][3] = template
+    return out
+
+
+def sparse(world: World) -> bool:
+    """Whether some people are seen in only some epochs (a level below one repeat per epoch)."""
+    return any(r < 1 for r in world.repeats.values())
+
+
+def _copies(world: World, p: str, index: int, epoch: int | None) -> int:
+    """Copies of person ``p``'s lines in ``epoch``: a level 1/k is seen in one epoch of every k, the people of the
+    level spread over the epochs by their index; with ``epoch`` None (the world's lines, not an epoch) once."""
+    r = world.repeats.get(p, 1)
+    if r >= 1:
+        return int(r)
+    return 1 if epoch is None or (epoch + index) % round(1 / r) == 0 else 0
+
+
+def corpus(world: World, epoch: int | None = None) -> list[str]:
+    """All training lines of one epoch: every fact in every paraphrase; question and chain forms for demo people
+    only. ``epoch`` matters only in a world with people seen in some epochs (``sparse``)."""
     lines: list[str] = []
     demo = set(world.demo)
-    paraphrase = world.spec.ka == "paraphrase"
-    for p in world.people:
-        # With the paraphrase KA probe, the KA template is shown for demo people only.
-        keep = [i for i in range(len(STATEMENTS["born"])) if p in demo or not paraphrase or i != KA_TEMPLATE]
-        own = [STATEMENTS["born"][i].format(p=p, c=world.born[p]) for i in keep]
-        own += [STATEMENTS["works"][i].format(p=p, o=world.works[p]) for i in keep]
-        lines += own * world.repeats.get(p, 1)
+    withheld = world.spec.ka in ("paraphrase", "synonym")
+    templates = statements(world.spec)
+    for n, p in enumerate(world.people):
+        # With a statement KA probe, the KA template is shown for demo people only.
+        keep = [i for i in range(len(templates["born"])) if p in demo or not withheld or i != KA_TEMPLATE]
+        own = [templates["born"][i].format(p=p, c=world.born[p]) for i in keep]
+        own += [templates["works"][i].format(p=p, o=world.works[p]) for i in keep]
+        lines += own * _copies(world, p, n, epoch)
     for o in world.orgs:
-        lines += [t.format(o=o, c=world.based[o]) for t in STATEMENTS["based"]]
+        lines += [t.format(o=o, c=world.based[o]) for t in templates["based"]]
     for c in world.cities:
-        lines += [t.format(c=c, k=world.country[c]) for t in STATEMENTS["country"]]
+        lines += [t.format(c=c, k=world.country[c]) for t in templates["country"]]
+    index = {p: n for n, p in enumerate(world.people)}
     for p in world.demo:
-        lines += _qa_lines(world, p) * world.repeats.get(p, 1)
+        lines += _qa_lines(world, p) * _copies(world, p, index[p], epoch)
     return lines
 
 
@@ -332,8 +406,10 @@ def _qa_lines(world: World, p: str) -> list[str]:
     ]
 
 
-def _template_words() -> set[str]:
-    templates = [t for ts in STATEMENTS.values() for t in ts] + list(QUESTIONS.values())
+def _template_words(spec: WorldSpec | None = None) -> set[str]:
+    """Every word of a world's templates (with no spec: the first worlds', which fix the syllable inventories)."""
+    base = STATEMENTS if spec is None else statements(spec)
+    templates = [t for ts in base.values() for t in ts] + list(QUESTIONS.values())
     templates += [part for pair in CHAINS.values() for part in pair]
     return {w for t in templates for w in t.split() if not w.startswith("{")}
 
@@ -341,8 +417,9 @@ def _template_words() -> set[str]:
 def vocabulary(world: World) -> list[str]:
     """Every word the corpus and the probes can contain, sorted (the word-level tokenizer's vocabulary)."""
     if world.spec.syllables:
-        return sorted(set(syllable_inventory(world.spec)) | _template_words())
-    words = set(world.people) | set(world.orgs) | set(world.cities) | set(world.countries) | _template_words()
+        return sorted(set(syllable_inventory(world.spec)) | _template_words(world.spec))
+    words = set(world.people) | set(world.orgs) | set(world.cities) | set(world.countries)
+    words |= _template_words(world.spec)
     return sorted(words)
 
 
@@ -377,8 +454,9 @@ def probes(world: World) -> dict[str, list[dict[str, Any]]]:
         kr.append(_chain_item(rng, world, p, "works_based"))
         kr.append(_chain_item(rng, world, p, "born_country"))
     if world.repeats:  # each item says how often its person was seen, so accuracy can be read by popularity
+        kind = float if sparse(world) else int  # one type in every row (the task loader keeps only such fields)
         for item in km + ka + kr:
-            item["repeats"] = world.repeats[item["entity"]]
+            item["repeats"] = kind(world.repeats[item["entity"]])
     return {"KM": km, "KA": ka, "KR": kr}
 
 
@@ -408,7 +486,10 @@ def _chain_item(rng: random.Random, world: World, p: str, kind: str) -> dict[str
     others = [x for x in pool1 if x != first and hop2[x] != end]
     wrong_mid, wrong_mid2 = rng.sample(others, 2)
     wrong_end = rng.choice([y for y in pool2 if y != end])
-    wrong = [fill(first, wrong_end), fill(wrong_mid, hop2[wrong_mid]), fill(wrong_mid2, end)]
+    if world.spec.kr == "consistent":  # both wrong first hops followed by their own true ends
+        wrong = [fill(first, wrong_end), fill(wrong_mid, hop2[wrong_mid]), fill(wrong_mid2, hop2[wrong_mid2])]
+    else:
+        wrong = [fill(first, wrong_end), fill(wrong_mid, hop2[wrong_mid]), fill(wrong_mid2, end)]
     return _item(rng, question.format(p=p), fill(first, end), wrong, entity=p, facts=facts)
 
 

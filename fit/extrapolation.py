@@ -2,7 +2,7 @@
 
 A power law in N fitted on a range of sizes is least sure at and beyond the range's ends: the posterior of the N
 exponent knows only the sizes it saw, so its band hardly grows outside them (issue 13: Qwen3-32B 5-10 points too
-optimistic with intervals that do not grow; on the zoo, the held-out 615k model with 12-31% coverage). This module
+optimistic with intervals that do not grow; on the first zoo, the held-out 615k model with 12-31% coverage). This module
 measures the error the law makes one step outside its data: fit the tier law (OLS, the paper's procedure: fast,
 and the point is the law form, not the inference) on every model but the largest, predict the largest; then the
 same for the smallest. A held-out model's mean residual on the ln(-ln Acc_adj) scale (its configurations share it,
@@ -56,7 +56,7 @@ def end_slopes(quant: Rows, tier: str) -> tuple[list[float], list[str]]:
 def extrapolation_scales(quant: Rows, tiers: list[str]) -> dict[str, ExtrapolationScale]:
     """Per tier: its end slopes, and ``kappa``, the root mean square of every tier's end slopes. Pooled over
     tiers because the N law's form is shared and two ends per tier are too few to tell a tier's error from noise
-    (on the zoo held out at 615k, KM's own slope from 394k was -0.10 and its error at 615k -0.62)."""
+    (on the first zoo held out at 615k, KM's own slope from 394k was -0.10 and its error at 615k -0.62)."""
     found = {t: end_slopes(quant, t) for t in tiers}
     every = [s for slopes, _ in found.values() for s in slopes]
     if not every:

@@ -342,7 +342,7 @@ def test_fit_validate_and_report_read_the_zoos_store(tmp_path):
     result = _run(["validate", *ZOO_DATA, "--engine", "none", "--markdown", str(md)])
     assert result.exit_code == 0, result.output
     text = md.read_text()
-    assert "hold out strata-zoo-615k" in text and "hold out a random 20% of configurations (48 of 240" in text
+    assert "hold out strata-zoo-523k" in text and "hold out a random 20% of configurations (48 of 240" in text
     result = _run(["report", *ZOO_DATA, "--profile", str(PROFILES / "strata-world.json"), "--out", str(tmp_path)])
     assert result.exit_code == 0, result.output
     summary = (tmp_path / "summary.md").read_text()

@@ -288,7 +288,7 @@ def test_a_tier_over_seeds_averages_accuracy_and_keeps_the_binomial_error_of_its
 
 # --- the zoo: a real recommendation from the profile fitted on the zoo's own sweep ------------------------------
 
-ZOO = XS.parent / "strata-zoo-99k"
+ZOO = XS.parent / "strata-zoo-62k"
 ZOO_SPEC = XS.parent.parent / "sweep-zoo.yaml"
 
 

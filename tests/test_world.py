@@ -188,6 +188,61 @@ def test_zipf_world_stratifies_probes_and_withholds_the_paraphrase_ka_form() -> 
         W.generate(W.WorldSpec(ka="cloze"))
 
 
+def test_capacity_world_levels_rarer_than_an_epoch_synonym_ka_and_consistent_kr() -> None:
+    """The zoo's world: explicit people per level, levels seen in one epoch of k, the synonym KA form, and the KR
+    distractor variant in which knowing only the second hop rules out a single choice."""
+    spec = W.WorldSpec(seed=6, people=60, orgs=8, cities=8, countries=3, syllables=16, demo=0.5,
+                       repeats=(0.25, 0.5, 1, 4), popularity="zipf", per_level=(20, 20, 12, 8), probed=3,
+                       ka="synonym", kr="consistent")  # fmt: skip
+    w = W.generate(spec)
+    assert W.generate(spec) == w and W.sparse(w) and not W.sparse(W.generate(W.ZOO_ZIPF))
+    assert [sum(w.repeats[p] == r for p in w.people) for r in spec.repeats] == [20, 20, 12, 8]
+    born0 = {p: W.STATEMENTS["born"][0].format(p=p, c=w.born[p]) for p in w.people}
+    epochs = [W.corpus(w, e) for e in range(4)]
+    for p in w.people:  # a level 1/k appears in one epoch of every k, a whole level r in every epoch r times
+        seen = [lines.count(born0[p]) for lines in epochs]
+        assert seen == [int(w.repeats[p])] * 4 if w.repeats[p] >= 1 else sum(seen) == round(4 * w.repeats[p])
+    assert W.corpus(w).count(born0[w.people[0]]) == max(1, int(w.repeats[w.people[0]]))  # the world's lines: once
+    demo, lines = set(w.demo), set(W.corpus(w))
+    for item in W.probes(w)["KA"]:
+        p = item["entity"]
+        assert p not in demo and not any(line.startswith(item["query"] + " ") for line in lines)
+        if "birthplace" in item["query"]:  # the person is trained in a relation-first form of the same shape
+            assert W.SYNONYMS["born"].format(p=p, c=w.born[p]) in lines
+        assert isinstance(item["repeats"], float)  # one type in every row, or the task loader drops the field
+    assert "firm" in W.vocabulary(w) and "firm" not in W.vocabulary(W.generate(W.ZOO_ZIPF))
+    for item in W.probes(w)["KR"]:
+        if "employer" not in item["query"]:
+            continue
+        p = item["entity"]
+        parsed = [(c.split(" works for ")[1].split(" ,")[0], c.split("based in ")[1].rstrip(" .")) for c in
+                  item["choices"]]  # fmt: skip
+        consistent = [pc for pc in parsed if w.based[pc[0]] == pc[1]]
+        assert len(consistent) == 3 and sum(pc[0] == w.works[p] for pc in parsed) == 2
+    with pytest.raises(ValueError, match="whole number or 1/k"):
+        W.generate(W.WorldSpec(repeats=(0.3, 1)))
+    with pytest.raises(ValueError, match="per_level must"):
+        W.generate(W.WorldSpec(people=60, repeats=(1, 2), popularity="zipf", per_level=(50, 5)))
+    with pytest.raises(ValueError, match="kr must be one of"):
+        W.generate(W.WorldSpec(kr="three-hop"))
+
+
+def test_a_sparse_world_trains_each_epoch_on_its_own_lines() -> None:
+    from calibrate.train import Size, _epoch_batches, train
+
+    seqs = [[i] for i in range(10)]
+    plan = _epoch_batches(seqs, 4, 2, 0, spans=[(0, 6), (6, 4)])
+    assert sorted(i for b in plan[:2] for i in b) == list(range(6)) and sorted(i for b in plan[2:] for i in b) == [
+        6, 7, 8, 9]  # fmt: skip
+    tiny = Size(hidden=32, layers=1, intermediate=64, heads=2, kv_heads=1, head_dim=16, steps=0, lr=3e-3, epochs=4)
+    spec = W.WorldSpec(seed=5, people=24, orgs=6, cities=6, countries=3, syllables=8, repeats=(0.25, 1),
+                       popularity="zipf", per_level=(12, 12))  # fmt: skip
+    a = train(tiny, seed=5, batch_size=16, world_spec=spec, log_every=5, threads=1)
+    b = train(tiny, seed=5, batch_size=16, world_spec=spec, log_every=5, threads=1)
+    assert a.losses == b.losses and a.tokens == sum(
+        len(line.split()) + 1 for e in range(4) for line in W.corpus(a.world, e))  # fmt: skip
+
+
 def test_spelled_generation_task_keeps_the_whole_name(tmp_path) -> None:
     w = W.generate(W.WorldSpec(seed=2, people=8, orgs=4, cities=4, countries=2, syllables=8))
     W.write_tasks(w, tmp_path)
