@@ -180,7 +180,8 @@ def train(
     if spec.epochs is not None and steps is None and wworld.sparse(world):
         # Some people are seen in only some epochs: each epoch has its own lines, encoded once per distinct line.
         cache: dict[str, list[int]] = {}
-        seqs, spans = [], []
+        seqs: list[list[int]] = []
+        spans: list[tuple[int, int]] = []
         for epoch in range(spec.epochs):
             lines = wworld.corpus(world, epoch)
             for line in set(lines) - cache.keys():
