@@ -90,6 +90,8 @@ class Obs:
     y_adj: np.ndarray
     n: np.ndarray
     model: list[str]
+    chance: np.ndarray | None = None  # the mean chance of the rows behind each observation
+    rows: np.ndarray | None = None  # how many stored rows (tasks x calibration seeds) each observation averages
 
     def __len__(self) -> int:
         return len(self.model)
@@ -108,6 +110,8 @@ def task_obs(data: Rows, keep: Callable[[ResultRow], bool]) -> Obs:
         y_adj=normalize(np.array([r.accuracy for r in rows], float), np.array([r.chance or 0.0 for r in rows])),
         n=np.array([r.n_items or 1000 for r in rows], float),
         model=[r.model for r in rows],
+        chance=np.array([r.chance or 0.0 for r in rows], float),
+        rows=np.ones(len(rows)),
     )
 
 
@@ -138,6 +142,8 @@ def tier_obs(data: Rows, tier: str | None) -> Obs:
         y_adj=np.array([per_task.y_adj[ix].mean() for ix in groups.values()]),
         n=np.array([per_task.n[ix].sum() for ix in groups.values()]),
         model=[per_task.model[i] for i in first],
+        chance=np.array([np.asarray(per_task.chance)[ix].mean() for ix in groups.values()]),
+        rows=np.array([len(ix) for ix in groups.values()], float),
     )
 
 

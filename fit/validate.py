@@ -96,7 +96,8 @@ def bayes_scorer(settings: NutsSettings | SviSettings) -> Scorer:
     Predictive draws of a held-out tier observation: the family's tier law as its profile has it (the law of the
     tier's tasks' mean accuracy; a new family: shifted by a family deviation drawn with tau,
     Posterior.new_family) plus one deviation per held-out model, drawn
-    with the posterior's omega and shared by that model's configurations.
+    with the posterior's omega and shared by that model's configurations, then the measurement itself drawn
+    through the likelihood (``observation_draws``).
     """
     from fit.bayes_profile import family_tier_law, fit_data
     from fit.extrapolation import extrapolation_scales
@@ -136,10 +137,34 @@ def bayes_scorer(settings: NutsSettings | SviSettings) -> Scorer:
             far = rng.standard_normal((z.shape[0], len(models)))[:, [models.index(m) for m in test.model]]
             z = z + sd[None, :] * far
         y = np.exp(-np.exp(z))
+        # what is measured is a count of correct items, not the law's accuracy: draw it through the likelihood
+        beta_binomial = post.likelihood == "beta_binomial"
+        phi = post.hyper["phi"][:, post.tier_names.index(tier)] if beta_binomial else None
+        y = observation_draws(y, test, phi, rng)
         lo, hi = np.quantile(y, [(1 - LEVEL) / 2, (1 + LEVEL) / 2], axis=0)
         return y.mean(axis=0), lo, hi
 
     return score
+
+
+def observation_draws(acc_adj: np.ndarray, test: Obs, phi: np.ndarray | None, rng: np.random.Generator) -> np.ndarray:
+    """Posterior predictive draws of measured tier observations from draws (S, J) of their chance-adjusted accuracy.
+
+    Each observation averages ``test.rows`` stored rows (tasks x calibration seeds) of ``test.n / test.rows`` items
+    each; each row's count is drawn as the fit's likelihood has it, BetaBinomial(n, p phi, (1 - p) phi) with p the
+    raw accuracy (phi None: Binomial), so the interval carries a configuration's scatter about the law and the items'
+    noise, as the OLS interval carries its residual variance. A tier's tasks share the mean chance (exact for one
+    task per tier, as the zoo's; a few points of chance apart elsewhere, which moves only the item noise)."""
+    chance = np.zeros(len(test)) if test.chance is None else np.asarray(test.chance, float)
+    rows = np.ones(len(test)) if test.rows is None else np.asarray(test.rows, float)
+    per_row = np.maximum(np.rint(np.asarray(test.n, float) / rows), 1).astype(int)
+    p = np.clip(chance + (1.0 - chance) * acc_adj, 1e-6, 1.0 - 1e-6)
+    total = np.zeros_like(p)
+    for r in range(int(rows.max())):
+        q = p if phi is None else rng.beta(p * phi[:, None], (1.0 - p) * phi[:, None])
+        adj = (rng.binomial(per_row, q) / per_row - chance) / (1.0 - chance)
+        total += np.where(r < rows, adj, 0.0)
+    return total / rows
 
 
 METHODS: dict[str, Scorer] = {"OLS (paper)": ols_scorer(COEF_NAMES), "OLS (N, B) baseline": ols_scorer(COEF_NAMES[:3])}

@@ -195,7 +195,7 @@ def test_the_zoos_tasks_are_sized_by_the_profile_where_the_tier_map_does_not_kno
 
     profile = load_profile("profiles/strata-world.json")
     base = parse_baseline({"tasks": {k: {"mean": 0.8, "n": 640} for k in profile.tasks}})
-    c = Conditioning.of(profile, "strata-zoo-222k", 2.2e5, base, "test", family="strata-world")
+    c = Conditioning.of(profile, "strata-zoo-148k", 1.55e5, base, "test", family="strata-world")
     assert c.whole == dict.fromkeys(profile.tasks, 640)
     draws = c.task_baseline("strata_world_km", 400)
     assert float(np.ptp(draws)) < 1e-9  # no item noise left: the quantized model is scored on these very items
