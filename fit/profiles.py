@@ -90,8 +90,8 @@ class Obs:
     y_adj: np.ndarray
     n: np.ndarray
     model: list[str]
-    chance: np.ndarray | None = None  # the mean chance of the rows behind each observation
-    rows: np.ndarray | None = None  # how many stored rows (tasks x calibration seeds) each observation averages
+    chance: np.ndarray  # the mean chance of the rows behind each observation
+    rows: np.ndarray  # how many stored rows (tasks x calibration seeds) each observation averages
 
     def __len__(self) -> int:
         return len(self.model)
@@ -102,15 +102,16 @@ def task_obs(data: Rows, keep: Callable[[ResultRow], bool]) -> Obs:
     idx = [i for i, r in enumerate(data.rows) if keep(r)]
     rows = [data.rows[i] for i in idx]
     group = np.array([r.group_size if r.group_size is not None else -1 for r in rows], float)
+    chance = np.array([r.chance or 0.0 for r in rows], float)
     return Obs(
         params=np.array([r.params_b * 1e9 for r in rows]),
         bits=np.array([r.bits for r in rows], float),
         group=effective_group_size(group, np.array([data.hidden[i] for i in idx], float)),
         calib=np.array([r.calib_samples or 2 for r in rows], float),  # Cb = 2 -> ln log2 Cb = 0 (16-bit rows)
-        y_adj=normalize(np.array([r.accuracy for r in rows], float), np.array([r.chance or 0.0 for r in rows])),
+        y_adj=normalize(np.array([r.accuracy for r in rows], float), chance),
         n=np.array([r.n_items or 1000 for r in rows], float),
         model=[r.model for r in rows],
-        chance=np.array([r.chance or 0.0 for r in rows], float),
+        chance=chance,
         rows=np.ones(len(rows)),
     )
 
@@ -142,7 +143,7 @@ def tier_obs(data: Rows, tier: str | None) -> Obs:
         y_adj=np.array([per_task.y_adj[ix].mean() for ix in groups.values()]),
         n=np.array([per_task.n[ix].sum() for ix in groups.values()]),
         model=[per_task.model[i] for i in first],
-        chance=np.array([np.asarray(per_task.chance)[ix].mean() for ix in groups.values()]),
+        chance=np.array([per_task.chance[ix].mean() for ix in groups.values()]),
         rows=np.array([len(ix) for ix in groups.values()], float),
     )
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from fit.profiles import Obs, Rows, ols_law, tier_obs
-from strata.law import COEF_NAMES, TIERS, design
+from strata.law import COEF_NAMES, TIERS, denormalize, design, normalize
 from strata.profile import NutsSettings, SviSettings
 
 LEVEL = 0.9
@@ -155,15 +155,15 @@ def observation_draws(acc_adj: np.ndarray, test: Obs, phi: np.ndarray | None, rn
     raw accuracy (phi None: Binomial), so the interval carries a configuration's scatter about the law and the items'
     noise, as the OLS interval carries its residual variance. A tier's tasks share the mean chance (exact for one
     task per tier, as the zoo's; a few points of chance apart elsewhere, which moves only the item noise)."""
-    chance = np.zeros(len(test)) if test.chance is None else np.asarray(test.chance, float)
-    rows = np.ones(len(test)) if test.rows is None else np.asarray(test.rows, float)
-    per_row = np.maximum(np.rint(np.asarray(test.n, float) / rows), 1).astype(int)
-    p = np.clip(chance + (1.0 - chance) * acc_adj, 1e-6, 1.0 - 1e-6)
+    from fit.bayes import P_EPS
+
+    chance, rows = test.chance, test.rows
+    per_row = np.maximum(np.rint(test.n / rows), 1).astype(int)
+    p = np.clip(denormalize(acc_adj, chance), P_EPS, 1.0 - P_EPS)  # as the likelihood clips it
     total = np.zeros_like(p)
     for r in range(int(rows.max())):
         q = p if phi is None else rng.beta(p * phi[:, None], (1.0 - p) * phi[:, None])
-        adj = (rng.binomial(per_row, q) / per_row - chance) / (1.0 - chance)
-        total += np.where(r < rows, adj, 0.0)
+        total += np.where(r < rows, normalize(rng.binomial(per_row, q) / per_row, chance), 0.0)
     return total / rows
 
 
